@@ -1,0 +1,138 @@
+//! The command line and its environment variables. Every option's doc comment
+//! is its `--help` text; each may also be set from the environment variable
+//! named beside it (and from a `.env` file, which `main` reads first).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The default database: a local PostgreSQL, trusted connections.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/taskrunner";
+
+/// taskrunner: queue AI tasks over GraphQL and run them in the background.
+#[derive(Debug, Parser)]
+#[command(name = "taskrunner", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Options for `serve`, which runs when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the GraphQL API and GraphiQL (the default): prepares the database,
+    /// applies pending migrations, then listens until Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+    /// Apply pending database migrations, then exit.
+    Migrate(DatabaseArgs),
+    /// Print the GraphQL schema (SDL) to stdout, as checked in to `schema.graphql`.
+    Schema,
+}
+
+/// Options of the `serve` command.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on (use port 0 for any free port).
+    #[arg(long, env = "TASKRUNNER_BIND", default_value = "127.0.0.1:8000")]
+    pub bind: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// How to reach PostgreSQL.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL. The database is created if it does not exist
+    /// and the role may create it.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: String,
+
+    /// Most database connections this process keeps open.
+    #[arg(long, env = "TASKRUNNER_DB_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub db_pool_size: u16,
+
+    /// Seconds to wait for a database connection (to open one, or for a free
+    /// one in the pool) before a request is answered SERVICE_UNAVAILABLE.
+    #[arg(long, env = "TASKRUNNER_DB_TIMEOUT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub db_timeout_seconds: u64,
+
+    /// How many times to try reaching the database at start-up before giving up
+    /// (waits grow from 0.5 s to 5 s between tries).
+    #[arg(long, env = "TASKRUNNER_DB_CONNECT_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub db_connect_attempts: u32,
+}
+
+impl DatabaseArgs {
+    /// Options for `url` with every other setting at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        DatabaseArgs {
+            database_url: url.into(),
+            db_pool_size: 10,
+            db_timeout_seconds: 5,
+            db_connect_attempts: 10,
+        }
+    }
+
+    /// How long to wait for a connection.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.db_timeout_seconds)
+    }
+}
+
+/// How to log.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format: `human` (readable lines) or `json` (one object per line, for
+    /// log collectors). What is logged is filtered by RUST_LOG (default `info`).
+    #[arg(long, env = "TASKRUNNER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_subcommand_means_serve_with_defaults() {
+        let cli = Cli::try_parse_from(["taskrunner"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.bind.to_string(), "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        let cli =
+            Cli::try_parse_from(["taskrunner", "migrate", "--database-url", "postgres://x/y"])
+                .unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Migrate(db)) if db.database_url == "postgres://x/y")
+        );
+        let cli = Cli::try_parse_from(["taskrunner", "--log-format", "json", "schema"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Schema)));
+        assert_eq!(cli.log.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

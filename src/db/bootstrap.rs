@@ -1,0 +1,218 @@
+//! Start-up: reach the PostgreSQL server (with bounded retries), create the
+//! database when it does not exist yet, and apply pending migrations.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Config, NoTls};
+
+use crate::config::DatabaseArgs;
+use crate::db::{establish, migrations};
+
+/// Makes the database ready to serve: reachable, existing and migrated.
+/// Returns the migrations it applied.
+pub async fn prepare_database(args: &DatabaseArgs) -> anyhow::Result<Vec<String>> {
+    let config: Config = args.database_url.parse().with_context(|| {
+        format!(
+            "DATABASE_URL {} is not a valid PostgreSQL URL",
+            redact_url(&args.database_url)
+        )
+    })?;
+    let name = config
+        .get_dbname()
+        .map(str::to_owned)
+        .or_else(|| config.get_user().map(str::to_owned))
+        .context("DATABASE_URL names no database")?;
+
+    wait_for_server(args, &config, &name).await?;
+
+    let conn = establish(&args.database_url, args.timeout())
+        .await
+        .with_context(|| format!("could not connect to {}", redact_url(&args.database_url)))?;
+    let applied = migrations::run_pending(conn).await?;
+    if applied.is_empty() {
+        tracing::info!(database = %name, "database schema is up to date");
+    } else {
+        tracing::info!(database = %name, migrations = ?applied, "applied migrations");
+    }
+    Ok(applied)
+}
+
+/// Connects until the server answers, creating the database if it is missing.
+async fn wait_for_server(args: &DatabaseArgs, config: &Config, name: &str) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1..=args.db_connect_attempts {
+        match probe(config, args.timeout()).await {
+            Ok(()) => return Ok(()),
+            Err(error) if error.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
+                create_database(config, name, args.timeout()).await?;
+                return Ok(());
+            }
+            Err(error) if is_transient(&error) && attempt < args.db_connect_attempts => {
+                tracing::warn!(
+                    server = %redact_url(&args.database_url),
+                    attempt,
+                    of = args.db_connect_attempts,
+                    error = %error,
+                    "database not reachable yet; retrying in {delay:?}"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => {
+                bail!(
+                    "could not connect to PostgreSQL at {}: {}\n\
+                     Is the server running? Start a local one (for example \
+                     `pg_ctlcluster 15 main start`, or `docker run -p 5432:5432 \
+                     -e POSTGRES_HOST_AUTH_METHOD=trust postgres:15`), or point \
+                     DATABASE_URL at yours.",
+                    redact_url(&args.database_url),
+                    describe(&error)
+                );
+            }
+        }
+    }
+    bail!(
+        "could not connect to PostgreSQL at {}",
+        redact_url(&args.database_url)
+    )
+}
+
+/// Opens and closes one connection.
+async fn probe(config: &Config, timeout: Duration) -> Result<(), ProbeError> {
+    let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
+        .await
+        .map_err(|_| ProbeError::TimedOut)??;
+    let driver = tokio::spawn(connection);
+    drop(client);
+    let _closed = driver.await;
+    Ok(())
+}
+
+/// Creates the database `name`, tolerating another instance doing the same.
+async fn create_database(config: &Config, name: &str, timeout: Duration) -> anyhow::Result<()> {
+    let mut maintenance = config.clone();
+    maintenance.dbname("postgres");
+    let (client, connection) = tokio::time::timeout(timeout, maintenance.connect(NoTls))
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out connecting to the `postgres` database"))?
+        .context("database does not exist, and the `postgres` database could not be reached to create it")?;
+    let driver = tokio::spawn(connection);
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    let created = client
+        .batch_execute(&format!("CREATE DATABASE {quoted}"))
+        .await;
+    drop(client);
+    let _closed = driver.await;
+    match created {
+        Ok(()) => {
+            tracing::info!(database = %name, "created database");
+            Ok(())
+        }
+        Err(error)
+            if error.code() == Some(&SqlState::DUPLICATE_DATABASE)
+                || error.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+        {
+            Ok(())
+        }
+        Err(error) if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => bail!(
+            "database {name:?} does not exist and this role may not create it; \
+             create it first (for example `createdb {name}`)"
+        ),
+        Err(error) => Err(error).with_context(|| format!("could not create database {name:?}")),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error("timed out")]
+    TimedOut,
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+impl ProbeError {
+    fn code(&self) -> Option<&SqlState> {
+        match self {
+            ProbeError::TimedOut => None,
+            ProbeError::Postgres(error) => error.code(),
+        }
+    }
+}
+
+/// Whether waiting might help: the server is down, starting up, or full.
+fn is_transient(error: &ProbeError) -> bool {
+    match error.code() {
+        None => true,
+        Some(code) => [
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+        ]
+        .contains(code),
+    }
+}
+
+/// The driver's error with its cause, which holds the useful part
+/// ("Connection refused", "password authentication failed", …).
+fn describe(error: &ProbeError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The connection URL with any password replaced by `***`, for messages.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        // Query parameters may carry a password too; they are left out.
+        let rest = rest.split('?').next().unwrap_or(rest);
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        if let Some((userinfo, host)) = authority.rsplit_once('@')
+            && let Some((user, _password)) = userinfo.split_once(':')
+        {
+            return format!("{scheme}://{user}:***@{host}{path}");
+        }
+        return format!("{scheme}://{rest}");
+    }
+    // key=value form: hide the value of `password=`.
+    url.split_whitespace()
+        .map(|pair| {
+            if pair.starts_with("password=") {
+                "password=***"
+            } else {
+                pair
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db.internal:5432/tasks"),
+            "postgres://app:***@db.internal:5432/tasks"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@localhost/taskrunner"),
+            "postgres://postgres@localhost/taskrunner"
+        );
+        assert_eq!(
+            redact_url("host=db user=app password=s3cret dbname=tasks"),
+            "host=db user=app password=*** dbname=tasks"
+        );
+    }
+}

@@ -1,0 +1,58 @@
+//! Storage plumbing: the connection pool, start-up (reach the server, create
+//! the database, migrate), and the diesel schema.
+
+mod bootstrap;
+pub mod migrations;
+pub mod schema;
+
+use std::time::Duration;
+
+use diesel::ConnectionError;
+use diesel_async::AsyncConnection;
+use diesel_async::AsyncPgConnection;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+
+pub use bootstrap::{prepare_database, redact_url};
+
+use crate::config::DatabaseArgs;
+
+/// The pool of database connections shared by the whole process.
+pub type DbPool = Pool<AsyncPgConnection>;
+/// A connection borrowed from the pool; it goes back when dropped.
+pub type DbConn = Object<AsyncPgConnection>;
+
+/// Builds the connection pool. Connections open lazily, on first use.
+///
+/// Every wait is bounded by the configured timeout, so a request made while
+/// the database is unreachable fails within seconds instead of hanging.
+pub fn build_pool(args: &DatabaseArgs) -> anyhow::Result<DbPool> {
+    let timeout = args.timeout();
+    let mut config = ManagerConfig::<AsyncPgConnection>::default();
+    // A broken connection is noticed when it is used (and dropped then); a
+    // test query on every checkout would double the round trips of a request.
+    config.recycling_method = RecyclingMethod::Fast;
+    config.custom_setup = Box::new(move |url| {
+        let url = url.to_owned();
+        Box::pin(async move { establish(&url, timeout).await })
+    });
+    let manager = AsyncDieselConnectionManager::new_with_config(&args.database_url, config);
+    Ok(Pool::builder(manager)
+        .max_size(usize::from(args.db_pool_size))
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()?)
+}
+
+/// Opens one connection, giving up after `timeout`.
+pub async fn establish(url: &str, timeout: Duration) -> Result<AsyncPgConnection, ConnectionError> {
+    tokio::time::timeout(timeout, AsyncPgConnection::establish(url))
+        .await
+        .map_err(|_| {
+            ConnectionError::BadConnection("timed out connecting to the database".into())
+        })?
+}

@@ -1,0 +1,81 @@
+//! Changing tasks: create, update, delete.
+
+use async_graphql::{Context, ID, Object};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::graphql::types::{CreateTaskInput, TaskNode, UpdateTaskInput, parse_task_id};
+use crate::tasks::store::{self, Outcome};
+use crate::tasks::validation::TaskFields;
+
+/// The mutations.
+#[derive(Default)]
+pub struct MutationRoot;
+
+/// Creating, changing and deleting tasks.
+#[Object(name = "Mutation")]
+impl MutationRoot {
+    /// Queues a new task. It starts PENDING.
+    async fn create_task(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The task to create.")] input: CreateTaskInput,
+    ) -> async_graphql::Result<TaskNode> {
+        let new_task = TaskFields::from(input)
+            .into_new_task()
+            .map_err(ApiError::from)?;
+        let mut conn = ctx.data::<AppState>()?.db().await?;
+        let task = store::insert(&mut conn, &new_task)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(task.id = task.id, model = %task.model, "task created");
+        Ok(TaskNode(task))
+    }
+
+    /// Changes a task that is still PENDING; CONFLICT once a worker has taken it.
+    async fn update_task(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The task's id.")] id: ID,
+        #[graphql(desc = "The fields to change.")] input: UpdateTaskInput,
+    ) -> async_graphql::Result<TaskNode> {
+        let id = parse_task_id(&id)?;
+        let changes = TaskFields::from(input)
+            .into_changes()
+            .map_err(ApiError::from)?;
+        let mut conn = ctx.data::<AppState>()?.db().await?;
+        match store::update_pending(&mut conn, id, &changes)
+            .await
+            .map_err(ApiError::from)?
+        {
+            Outcome::Done(task) => Ok(TaskNode(task)),
+            Outcome::NotFound => Err(ApiError::NotFound(id).into()),
+            Outcome::WrongState(status) => Err(ApiError::Conflict {
+                id,
+                status,
+                action: "only PENDING tasks can be changed",
+            }
+            .into()),
+        }
+    }
+
+    /// Deletes a task and returns its id; CONFLICT while a worker is running it.
+    async fn delete_task(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The task's id.")] id: ID,
+    ) -> async_graphql::Result<ID> {
+        let id = parse_task_id(&id)?;
+        let mut conn = ctx.data::<AppState>()?.db().await?;
+        match store::delete(&mut conn, id).await.map_err(ApiError::from)? {
+            Outcome::Done(id) => Ok(ID(id.to_string())),
+            Outcome::NotFound => Err(ApiError::NotFound(id).into()),
+            Outcome::WrongState(status) => Err(ApiError::Conflict {
+                id,
+                status,
+                action: "cancel it first, or wait for it to finish",
+            }
+            .into()),
+        }
+    }
+}

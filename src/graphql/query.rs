@@ -1,0 +1,127 @@
+//! Reading tasks: one by id, or a filtered, ordered, paged list.
+
+use async_graphql::{Context, ID, Object};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::graphql::connection::TaskConnection;
+use crate::graphql::types::{TaskFilterInput, TaskNode, TaskOrderInput, parse_task_id};
+use crate::tasks::listing::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageRequest, TaskOrder};
+use crate::tasks::store;
+
+/// The queries.
+#[derive(Default)]
+pub struct QueryRoot;
+
+/// Reading tasks.
+#[Object(name = "Query")]
+impl QueryRoot {
+    /// One task by id; null when no task has that id.
+    async fn task(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The task's id.")] id: ID,
+    ) -> async_graphql::Result<Option<TaskNode>> {
+        let id = parse_task_id(&id)?;
+        let mut conn = ctx.data::<AppState>()?.db().await?;
+        let task = store::find(&mut conn, id).await.map_err(ApiError::from)?;
+        Ok(task.map(TaskNode))
+    }
+
+    /// Tasks, a page at a time (newest first unless `orderBy` says otherwise).
+    ///
+    /// Pages forward with `first` and `after`, backward with `last` and
+    /// `before`; pages hold 20 tasks unless asked otherwise, 100 at most.
+    /// Cursors are keyset positions, so paging stays exact while tasks are added,
+    /// and a page deep in the list costs what the first one does.
+    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per GraphQL argument"
+    )]
+    async fn tasks(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Return the first n tasks after `after` (1 to 100; default 20).")]
+        first: Option<i32>,
+        #[graphql(desc = "Start after this cursor (an edge's `cursor` or `pageInfo.endCursor`).")]
+        after: Option<String>,
+        #[graphql(desc = "Return the last n tasks before `before` (1 to 100).")] last: Option<i32>,
+        #[graphql(desc = "End before this cursor (an edge's `cursor` or `pageInfo.startCursor`).")]
+        before: Option<String>,
+        #[graphql(desc = "Only tasks matching every condition given.")] filter: Option<
+            TaskFilterInput,
+        >,
+        #[graphql(desc = "The ordering; newest first by default.")] order_by: Option<
+            TaskOrderInput,
+        >,
+    ) -> async_graphql::Result<TaskConnection> {
+        let order = order_by.map(TaskOrder::from).unwrap_or_default();
+        let filter = filter.unwrap_or_default().into_filter()?;
+        let page = page_request(first, after, last, before, order)?;
+
+        let look_ahead = ctx.look_ahead();
+        let wants_page_info = look_ahead.field("pageInfo").exists();
+        let mut conn = ctx.data::<AppState>()?.db().await?;
+        let page = store::list(&mut conn, &filter, order, page, wants_page_info)
+            .await
+            .map_err(ApiError::from)?;
+
+        Ok(TaskConnection::new(page, order.field, filter))
+    }
+}
+
+/// Checks the paging arguments and turns them into a [`PageRequest`].
+fn page_request(
+    first: Option<i32>,
+    after: Option<String>,
+    last: Option<i32>,
+    before: Option<String>,
+    order: TaskOrder,
+) -> Result<PageRequest, ApiError> {
+    let size = |name: &str, n: i32| -> Result<i64, ApiError> {
+        let n = i64::from(n);
+        if !(0..=MAX_PAGE_SIZE).contains(&n) {
+            return Err(ApiError::bad_input(
+                name,
+                format!("must be between 0 and {MAX_PAGE_SIZE}, got {n}"),
+            ));
+        }
+        Ok(n)
+    };
+    let cursor = |name: &str, text: Option<String>| -> Result<Option<Cursor>, ApiError> {
+        text.map(|text| {
+            Cursor::decode(&text, order.field).map_err(|e| ApiError::bad_input(name, e.to_string()))
+        })
+        .transpose()
+    };
+    let (limit, from_end) = match (first, last) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_input(
+                "last",
+                "give `first` or `last`, not both",
+            ));
+        }
+        (Some(first), None) => (size("first", first)?, false),
+        (None, Some(last)) => (size("last", last)?, true),
+        // `before` alone pages backward from it; nothing pages forward from the start.
+        (None, None) => (DEFAULT_PAGE_SIZE, before.is_some() && after.is_none()),
+    };
+    Ok(PageRequest {
+        after: cursor("after", after)?,
+        before: cursor("before", before)?,
+        limit,
+        from_end,
+    })
+}
+
+/// The cost of a page: its size times the cost of one task's fields.
+fn page_complexity(first: Option<i32>, last: Option<i32>, child_complexity: usize) -> usize {
+    let size = first
+        .or(last)
+        .map_or(DEFAULT_PAGE_SIZE, i64::from)
+        .clamp(1, MAX_PAGE_SIZE);
+    usize::try_from(size)
+        .unwrap_or(1)
+        .saturating_mul(child_complexity)
+}

@@ -1,0 +1,200 @@
+//! The GraphQL shapes of a task and of the inputs that create, change and list tasks.
+
+use async_graphql::{ID, InputObject, Object};
+use chrono::{DateTime, Utc};
+
+use crate::error::ApiError;
+use crate::tasks::listing::{OrderDirection, TaskFilter, TaskOrder, TaskOrderField};
+use crate::tasks::validation::{PRIORITY_RANGE, TaskFields};
+use crate::tasks::{Task, TaskStatus};
+
+/// A task as the API shows it.
+pub struct TaskNode(pub Task);
+
+/// A unit of AI work: a prompt for a model, queued by priority, and what came of it.
+#[Object(name = "Task")]
+impl TaskNode {
+    /// The task's id: its decimal database id.
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    /// The prompt sent to the model.
+    async fn prompt(&self) -> &str {
+        &self.0.prompt
+    }
+    /// The model that runs the task, e.g. `gpt-4o-mini` or `llama3.1:8b`.
+    async fn model(&self) -> &str {
+        &self.0.model
+    }
+    /// 1 (lowest) to 10 (highest): higher-priority tasks are run first.
+    async fn priority(&self) -> i32 {
+        i32::from(self.0.priority)
+    }
+    /// Where the task is in its life.
+    async fn status(&self) -> TaskStatus {
+        self.0.status
+    }
+    /// The model's answer, once the task has SUCCEEDED.
+    async fn result(&self) -> Option<&str> {
+        self.0.result.as_deref()
+    }
+    /// Why the last attempt failed, if it did.
+    async fn error(&self) -> Option<&str> {
+        self.0.error.as_deref()
+    }
+    /// How many times a worker has started the task.
+    async fn attempts(&self) -> i32 {
+        self.0.attempts
+    }
+    /// How many attempts the task may make before it is FAILED.
+    async fn max_attempts(&self) -> i32 {
+        self.0.max_attempts
+    }
+    /// When the task was created.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// When the task last changed, by anyone.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+    /// When a worker last started the task.
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.started_at
+    }
+    /// When the task reached SUCCEEDED, FAILED or CANCELLED.
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.0.finished_at
+    }
+}
+
+/// A new task. It starts PENDING.
+#[derive(InputObject)]
+pub struct CreateTaskInput {
+    /// The prompt for the model: 1 to 100,000 characters.
+    pub prompt: String,
+    /// The model to run it on: 1 to 100 of `A-Z a-z 0-9 . _ : / -`.
+    pub model: String,
+    /// 1 (lowest) to 10 (highest).
+    #[graphql(default_with = "Some(5)")]
+    pub priority: Option<i32>,
+    /// How many attempts the task may make: 1 to 20.
+    #[graphql(default_with = "Some(3)")]
+    pub max_attempts: Option<i32>,
+}
+
+impl From<CreateTaskInput> for TaskFields {
+    fn from(input: CreateTaskInput) -> Self {
+        TaskFields {
+            prompt: Some(input.prompt),
+            model: Some(input.model),
+            priority: input.priority,
+            max_attempts: input.max_attempts,
+        }
+    }
+}
+
+/// A change to a PENDING task. Fields left out (or null) keep their value.
+#[derive(InputObject)]
+pub struct UpdateTaskInput {
+    /// A new prompt: 1 to 100,000 characters.
+    pub prompt: Option<String>,
+    /// A new model: 1 to 100 of `A-Z a-z 0-9 . _ : / -`.
+    pub model: Option<String>,
+    /// A new priority, 1 (lowest) to 10 (highest).
+    pub priority: Option<i32>,
+    /// A new attempt budget, 1 to 20.
+    pub max_attempts: Option<i32>,
+}
+
+impl From<UpdateTaskInput> for TaskFields {
+    fn from(input: UpdateTaskInput) -> Self {
+        TaskFields {
+            prompt: input.prompt,
+            model: input.model,
+            priority: input.priority,
+            max_attempts: input.max_attempts,
+        }
+    }
+}
+
+/// Which tasks to list. Every condition given must hold.
+#[derive(InputObject, Default)]
+#[graphql(name = "TaskFilter")]
+pub struct TaskFilterInput {
+    /// Only tasks in one of these states.
+    pub status: Option<Vec<TaskStatus>>,
+    /// Only tasks for exactly this model.
+    pub model: Option<String>,
+    /// Only tasks with at least this priority (1 to 10).
+    pub min_priority: Option<i32>,
+    /// Only tasks with at most this priority (1 to 10).
+    pub max_priority: Option<i32>,
+    /// Only tasks created strictly after this instant.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only tasks created strictly before this instant.
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+impl TaskFilterInput {
+    /// Checks the filter and turns it into the domain's.
+    pub fn into_filter(self) -> Result<TaskFilter, ApiError> {
+        Ok(TaskFilter {
+            statuses: self.status,
+            model: self.model,
+            min_priority: self
+                .min_priority
+                .map(|p| priority_bound("filter.minPriority", p))
+                .transpose()?,
+            max_priority: self
+                .max_priority
+                .map(|p| priority_bound("filter.maxPriority", p))
+                .transpose()?,
+            created_after: self.created_after,
+            created_before: self.created_before,
+        })
+    }
+}
+
+fn priority_bound(field: &str, priority: i32) -> Result<i16, ApiError> {
+    if PRIORITY_RANGE.contains(&priority) {
+        i16::try_from(priority).map_err(|_| ApiError::bad_input(field, "is out of range"))
+    } else {
+        Err(ApiError::bad_input(
+            field,
+            format!("must be between 1 and 10, got {priority}"),
+        ))
+    }
+}
+
+/// How to order the task list. Ties are broken by id, in the same direction.
+#[derive(InputObject)]
+#[graphql(name = "TaskOrder")]
+pub struct TaskOrderInput {
+    /// The sort key.
+    #[graphql(default_with = "TaskOrderField::CreatedAt")]
+    pub field: TaskOrderField,
+    /// Which way it runs.
+    #[graphql(default_with = "OrderDirection::Desc")]
+    pub direction: OrderDirection,
+}
+
+impl From<TaskOrderInput> for TaskOrder {
+    fn from(input: TaskOrderInput) -> Self {
+        TaskOrder {
+            field: input.field,
+            direction: input.direction,
+        }
+    }
+}
+
+/// Reads a task id as the API gives it: a positive decimal integer.
+pub fn parse_task_id(id: &ID) -> Result<i64, ApiError> {
+    match id.parse::<i64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(ApiError::bad_input(
+            "id",
+            "is not a task id (a positive decimal integer)",
+        )),
+    }
+}

@@ -1,0 +1,139 @@
+//! GraphQL over HTTP: POST for everything, GET for queries, and GraphiQL.
+
+use async_graphql::ParseRequestError;
+use async_graphql::http::GraphiQLSource;
+use async_graphql::parser::types::OperationType;
+use async_graphql::{ErrorExtensionValues, ServerError};
+use async_graphql_axum::rejection::GraphQLRejection;
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::json;
+
+use crate::http::{HttpState, REQUEST_ID_HEADER};
+
+/// The code given to errors the GraphQL engine itself raises: a query that does
+/// not parse, does not fit the schema, or is over the depth or complexity limit.
+pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+
+/// `GET /` and `GET /graphiql`: the in-browser IDE, whose docs pane is the API reference.
+pub async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .title("taskrunner GraphiQL")
+            .finish(),
+    )
+}
+
+/// `POST /graphql`.
+pub async fn execute_post(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    request: Result<GraphQLRequest, GraphQLRejection>,
+) -> Response {
+    match request {
+        Ok(request) => execute(&state, &headers, request.into_inner())
+            .await
+            .into_response(),
+        Err(rejection) => bad_request(rejection),
+    }
+}
+
+/// `GET /graphql`: queries only; a mutation over GET is refused (405), since
+/// GET must be safe to repeat and to prefetch.
+pub async fn query_over_get(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    request: Result<GraphQLRequest, GraphQLRejection>,
+) -> Response {
+    let request = match request {
+        Ok(request) => request.into_inner(),
+        Err(rejection) => return bad_request(rejection),
+    };
+    if is_mutation(&request) {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(axum::http::header::ALLOW, "POST")],
+            "mutations must be sent with POST",
+        )
+            .into_response();
+    }
+    execute(&state, &headers, request).await.into_response()
+}
+
+/// A body that is not a GraphQL request: 400 (413 when too large), with the
+/// reason in the usual GraphQL error shape.
+fn bad_request(GraphQLRejection(error): GraphQLRejection) -> Response {
+    let (status, message) = match &error {
+        ParseRequestError::PayloadTooLarge => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is over {} bytes", super::MAX_BODY_BYTES),
+        ),
+        ParseRequestError::InvalidRequest(cause) => (
+            StatusCode::BAD_REQUEST,
+            format!("invalid GraphQL request: {cause}"),
+        ),
+        ParseRequestError::Io(_) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body could not be read (the limit is {} bytes)",
+                super::MAX_BODY_BYTES
+            ),
+        ),
+        other => (
+            StatusCode::BAD_REQUEST,
+            format!("invalid GraphQL request: {other}"),
+        ),
+    };
+    let body =
+        json!({ "errors": [{ "message": message, "extensions": { "code": "BAD_REQUEST" } }] });
+    (status, Json(body)).into_response()
+}
+
+async fn execute(
+    state: &HttpState,
+    headers: &HeaderMap,
+    request: async_graphql::Request,
+) -> GraphQLResponse {
+    let request_id = headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut response = state.schema.execute(request).await;
+    for error in &mut response.errors {
+        label(error, &request_id);
+    }
+    response.into()
+}
+
+/// Gives every error a code (the engine's own errors have none) and the
+/// request id, which finds its details in the server's log.
+fn label(error: &mut ServerError, request_id: &str) {
+    let extensions = error
+        .extensions
+        .get_or_insert_with(ErrorExtensionValues::default);
+    if extensions.get("code").is_none() {
+        extensions.set("code", VALIDATION_FAILED);
+    }
+    if !request_id.is_empty() {
+        extensions.set("requestId", request_id);
+    }
+}
+
+/// Whether the operation the request would run is a mutation.
+fn is_mutation(request: &async_graphql::Request) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+        return false; // execution reports the syntax error
+    };
+    document.operations.iter().any(|(name, operation)| {
+        let selected = match (&request.operation_name, name) {
+            (Some(wanted), Some(name)) => wanted.as_str() == name.as_str(),
+            _ => true,
+        };
+        selected && operation.node.ty == OperationType::Mutation
+    })
+}

@@ -1,0 +1,72 @@
+//! The HTTP surface: GraphQL, GraphiQL, health checks, and the layers every
+//! request passes through (request id, tracing, body limit, panic guard).
+
+mod graphql;
+mod health;
+
+use axum::Router;
+use axum::http::{HeaderName, Request};
+use axum::routing::get;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::app::AppState;
+use crate::graphql::TaskRunnerSchema;
+
+/// The largest request body accepted. A prompt at its limit of 100,000
+/// characters, JSON-escaped at worst (`\uXXXX` pairs), still fits.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// The header that carries a request's id, taken from the client or made here.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub struct HttpState {
+    pub schema: TaskRunnerSchema,
+    pub app: AppState,
+}
+
+/// The whole HTTP application.
+pub fn router(app: AppState) -> Router {
+    let state = HttpState {
+        schema: crate::graphql::schema(app.clone()),
+        app,
+    };
+    Router::new()
+        .route("/", get(graphql::graphiql))
+        .route("/graphiql", get(graphql::graphiql))
+        .route(
+            "/graphql",
+            get(graphql::query_over_get).post(graphql::execute_post),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+                .layer(CatchPanicLayer::new())
+                .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES)),
+        )
+}
+
+/// The span every request's logs belong to, named by its request id.
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id,
+    )
+}

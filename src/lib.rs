@@ -1,0 +1,17 @@
+//! taskrunner: an async AI task runner. Tasks (a prompt, a model, a priority)
+//! are created over GraphQL, stored in PostgreSQL, and run in the background.
+//!
+//! The binary is a thin shell over this library; see `ARCHITECTURE.md` for how
+//! the parts fit together.
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod server;
+pub mod tasks;
+pub mod telemetry;
+
+pub use app::AppState;

@@ -1,0 +1,37 @@
+//! The `taskrunner` command: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use taskrunner::config::{Cli, Command};
+use taskrunner::{graphql, server, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // A missing .env is normal; a broken one is worth a word.
+    if let Err(error) = dotenvy::dotenv()
+        && !error.not_found()
+    {
+        eprintln!("warning: could not read .env: {error}");
+    }
+    let cli = Cli::parse();
+    telemetry::init(cli.log.log_format);
+
+    let outcome = match cli.command {
+        Some(Command::Schema) => {
+            print!("{}", graphql::sdl());
+            Ok(())
+        }
+        Some(Command::Migrate(database)) => server::migrate(database).await,
+        Some(Command::Serve(args)) => server::serve(args).await,
+        None => server::serve(cli.serve).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The domain: what a task is, the states it moves through, the rules its
+//! fields follow, and the queries that store and list tasks.
+
+pub mod listing;
+mod model;
+mod status;
+pub mod store;
+pub mod validation;
+
+pub use model::{NewTask, Task, TaskChanges};
+pub use status::TaskStatus;

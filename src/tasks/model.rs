@@ -1,0 +1,53 @@
+//! A task as stored, and the shapes used to create and change one.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use crate::db::schema::tasks;
+use crate::tasks::TaskStatus;
+
+/// One unit of AI work: a prompt for a model, and what came of it.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = tasks, check_for_backend(diesel::pg::Pg))]
+pub struct Task {
+    pub id: i64,
+    pub prompt: String,
+    pub model: String,
+    pub priority: i16,
+    pub status: TaskStatus,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A validated request to create a task; the database fills in the rest.
+#[derive(Debug, Clone, PartialEq, Insertable)]
+#[diesel(table_name = tasks, check_for_backend(diesel::pg::Pg))]
+pub struct NewTask {
+    pub prompt: String,
+    pub model: String,
+    pub priority: i16,
+    pub max_attempts: i32,
+}
+
+/// A validated change to a pending task; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, AsChangeset)]
+#[diesel(table_name = tasks, check_for_backend(diesel::pg::Pg))]
+pub struct TaskChanges {
+    pub prompt: Option<String>,
+    pub model: Option<String>,
+    pub priority: Option<i16>,
+    pub max_attempts: Option<i32>,
+}
+
+impl TaskChanges {
+    /// Whether the change would change nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == TaskChanges::default()
+    }
+}

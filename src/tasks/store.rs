@@ -1,0 +1,269 @@
+//! The task table's queries. Each function is one short statement (or a few)
+//! on a connection the caller holds; none keeps a transaction open.
+
+use diesel::dsl::{count_star, sql};
+use diesel::expression::BoxableExpression;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, SmallInt, Timestamptz};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use crate::db::schema::tasks;
+use crate::tasks::listing::{
+    Cursor, OrderDirection, Page, PageRequest, TaskFilter, TaskOrder, TaskOrderField,
+};
+use crate::tasks::{NewTask, Task, TaskChanges, TaskStatus};
+
+/// What became of a request to change or delete a task.
+#[derive(Debug)]
+pub enum Outcome<T> {
+    /// It was done.
+    Done(T),
+    /// No task has that id.
+    NotFound,
+    /// The task is in a state that does not allow it.
+    WrongState(TaskStatus),
+}
+
+/// Stores a new task, PENDING.
+pub async fn insert(conn: &mut AsyncPgConnection, new_task: &NewTask) -> QueryResult<Task> {
+    diesel::insert_into(tasks::table)
+        .values(new_task)
+        .returning(Task::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// The task with this id, if there is one.
+pub async fn find(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Option<Task>> {
+    tasks::table
+        .find(id)
+        .select(Task::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Applies `changes` to a task that is still PENDING.
+pub async fn update_pending(
+    conn: &mut AsyncPgConnection,
+    id: i64,
+    changes: &TaskChanges,
+) -> QueryResult<Outcome<Task>> {
+    let updated = diesel::update(tasks::table.find(id))
+        .filter(tasks::status.eq(TaskStatus::Pending))
+        .set(changes)
+        .returning(Task::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+    match updated {
+        Some(task) => Ok(Outcome::Done(task)),
+        None => why_not(conn, id).await,
+    }
+}
+
+/// Deletes a task unless a worker is running it.
+pub async fn delete(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcome<i64>> {
+    let deleted = diesel::delete(tasks::table.find(id))
+        .filter(tasks::status.ne(TaskStatus::Running))
+        .returning(tasks::id)
+        .get_result(conn)
+        .await
+        .optional()?;
+    match deleted {
+        Some(id) => Ok(Outcome::Done(id)),
+        None => why_not(conn, id).await,
+    }
+}
+
+/// Explains why a guarded statement touched no row.
+async fn why_not<T>(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcome<T>> {
+    let status = tasks::table
+        .find(id)
+        .select(tasks::status)
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(status.map_or(Outcome::NotFound, Outcome::WrongState))
+}
+
+/// How many tasks match the filter.
+pub async fn count(conn: &mut AsyncPgConnection, filter: &TaskFilter) -> QueryResult<i64> {
+    filtered(filter).select(count_star()).get_result(conn).await
+}
+
+/// One keyset page of the filtered, ordered task list.
+///
+/// Fetches one row more than asked to learn whether the page is followed (in
+/// the direction of travel); `page_info` asks whether rows lie on the other
+/// side, which costs one indexed probe per bound.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    filter: &TaskFilter,
+    order: TaskOrder,
+    page: PageRequest,
+    page_info: bool,
+) -> QueryResult<Page> {
+    let travel = if page.from_end {
+        order.direction.reversed()
+    } else {
+        order.direction
+    };
+    let mut query = ordered(filtered(filter), order.field, travel);
+    if let Some(after) = page.after {
+        query = query.filter(keyset(after, order.direction, Bound::After));
+    }
+    if let Some(before) = page.before {
+        query = query.filter(keyset(before, order.direction, Bound::Before));
+    }
+    let mut tasks: Vec<Task> = query
+        .select(Task::as_select())
+        .limit(page.limit + 1)
+        .load(conn)
+        .await?;
+    let more_in_travel = tasks.len() as i64 > page.limit;
+    tasks.truncate(usize::try_from(page.limit).unwrap_or(0));
+    if page.from_end {
+        tasks.reverse();
+    }
+
+    let (mut has_previous_page, mut has_next_page) = if page.from_end {
+        (more_in_travel, false)
+    } else {
+        (false, more_in_travel)
+    };
+    if page_info {
+        if let (Some(after), false) = (page.after, has_previous_page) {
+            has_previous_page =
+                any_beyond(conn, filter, after, order.direction, Bound::AtOrBefore).await?;
+        }
+        if let (Some(before), false) = (page.before, has_next_page) {
+            has_next_page =
+                any_beyond(conn, filter, before, order.direction, Bound::AtOrAfter).await?;
+        }
+    }
+    Ok(Page {
+        tasks,
+        has_previous_page,
+        has_next_page,
+    })
+}
+
+async fn any_beyond(
+    conn: &mut AsyncPgConnection,
+    filter: &TaskFilter,
+    cursor: Cursor,
+    direction: OrderDirection,
+    bound: Bound,
+) -> QueryResult<bool> {
+    let found: Option<i64> = filtered(filter)
+        .filter(keyset(cursor, direction, bound))
+        .select(tasks::id)
+        .limit(1)
+        .get_result(conn)
+        .await
+        .optional()?;
+    Ok(found.is_some())
+}
+
+/// The side of a cursor a condition keeps, in the ordering's own direction.
+#[derive(Clone, Copy)]
+enum Bound {
+    After,
+    Before,
+    AtOrBefore,
+    AtOrAfter,
+}
+
+type TaskCondition = Box<dyn BoxableExpression<tasks::table, Pg, SqlType = Bool>>;
+
+/// A row-value comparison `(key, id) op (cursor key, cursor id)`, which
+/// PostgreSQL answers with a range scan on the ordering's (key, id) index.
+fn keyset(cursor: Cursor, direction: OrderDirection, bound: Bound) -> TaskCondition {
+    let ascending = direction == OrderDirection::Asc;
+    let operator = match (bound, ascending) {
+        (Bound::After, true) | (Bound::Before, false) => ">",
+        (Bound::After, false) | (Bound::Before, true) => "<",
+        (Bound::AtOrAfter, true) | (Bound::AtOrBefore, false) => ">=",
+        (Bound::AtOrAfter, false) | (Bound::AtOrBefore, true) => "<=",
+    };
+    let id = cursor.id;
+    match cursor.field {
+        TaskOrderField::Priority => {
+            // A cursor's key came from a smallint; anything else never matches a row.
+            let key = i16::try_from(cursor.key).unwrap_or(if cursor.key < 0 {
+                i16::MIN
+            } else {
+                i16::MAX
+            });
+            Box::new(
+                sql::<Bool>(&format!("(priority, id) {operator} ("))
+                    .bind::<SmallInt, _>(key)
+                    .sql(", ")
+                    .bind::<BigInt, _>(id)
+                    .sql(")"),
+            )
+        }
+        TaskOrderField::CreatedAt | TaskOrderField::UpdatedAt => {
+            let column = if cursor.field == TaskOrderField::CreatedAt {
+                "created_at"
+            } else {
+                "updated_at"
+            };
+            let key = cursor.key_as_timestamp().unwrap_or_default();
+            Box::new(
+                sql::<Bool>(&format!("({column}, id) {operator} ("))
+                    .bind::<Timestamptz, _>(key)
+                    .sql(", ")
+                    .bind::<BigInt, _>(id)
+                    .sql(")"),
+            )
+        }
+    }
+}
+
+/// The task table narrowed by `filter`.
+fn filtered(filter: &TaskFilter) -> tasks::BoxedQuery<'_, Pg> {
+    let mut query = tasks::table.into_boxed();
+    if let Some(statuses) = &filter.statuses {
+        query = query.filter(tasks::status.eq_any(statuses));
+    }
+    if let Some(model) = &filter.model {
+        query = query.filter(tasks::model.eq(model));
+    }
+    if let Some(min) = filter.min_priority {
+        query = query.filter(tasks::priority.ge(min));
+    }
+    if let Some(max) = filter.max_priority {
+        query = query.filter(tasks::priority.le(max));
+    }
+    if let Some(after) = filter.created_after {
+        query = query.filter(tasks::created_at.gt(after));
+    }
+    if let Some(before) = filter.created_before {
+        query = query.filter(tasks::created_at.lt(before));
+    }
+    query
+}
+
+/// Sorts by the ordering's key, then by id, both in `direction`.
+fn ordered(
+    query: tasks::BoxedQuery<'_, Pg>,
+    field: TaskOrderField,
+    direction: OrderDirection,
+) -> tasks::BoxedQuery<'_, Pg> {
+    use OrderDirection::{Asc, Desc};
+    match (field, direction) {
+        (TaskOrderField::CreatedAt, Asc) => query.order((tasks::created_at.asc(), tasks::id.asc())),
+        (TaskOrderField::CreatedAt, Desc) => {
+            query.order((tasks::created_at.desc(), tasks::id.desc()))
+        }
+        (TaskOrderField::UpdatedAt, Asc) => query.order((tasks::updated_at.asc(), tasks::id.asc())),
+        (TaskOrderField::UpdatedAt, Desc) => {
+            query.order((tasks::updated_at.desc(), tasks::id.desc()))
+        }
+        (TaskOrderField::Priority, Asc) => query.order((tasks::priority.asc(), tasks::id.asc())),
+        (TaskOrderField::Priority, Desc) => query.order((tasks::priority.desc(), tasks::id.desc())),
+    }
+}

@@ -1,0 +1,206 @@
+//! The rules a task's fields must follow, checked before anything reaches the
+//! database (which holds the same rules as CHECK constraints).
+
+use std::ops::RangeInclusive;
+
+use crate::tasks::{NewTask, TaskChanges};
+
+/// The longest prompt accepted, in characters.
+pub const MAX_PROMPT_CHARS: usize = 100_000;
+/// The longest model name accepted, in characters.
+pub const MAX_MODEL_CHARS: usize = 100;
+/// Allowed priorities: 1 is the lowest, 10 the highest.
+pub const PRIORITY_RANGE: RangeInclusive<i32> = 1..=10;
+/// The priority of a task created without one.
+pub const DEFAULT_PRIORITY: i32 = 5;
+/// Allowed attempt budgets.
+pub const MAX_ATTEMPTS_RANGE: RangeInclusive<i32> = 1..=20;
+/// The attempt budget of a task created without one.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
+
+/// A field that broke a rule, and which rule: what a client is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidField {
+    /// The input field's name as the API spells it (`prompt`, `maxAttempts`, …).
+    pub field: &'static str,
+    /// What is wrong with it, in words a client can show.
+    pub message: String,
+}
+
+impl InvalidField {
+    /// A rule broken by `field`.
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        InvalidField {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// The fields of a task as a client sends them, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFields {
+    pub prompt: Option<String>,
+    pub model: Option<String>,
+    pub priority: Option<i32>,
+    pub max_attempts: Option<i32>,
+}
+
+impl TaskFields {
+    /// Validates the fields of a new task, filling in defaults.
+    pub fn into_new_task(self) -> Result<NewTask, InvalidField> {
+        let prompt = self
+            .prompt
+            .ok_or_else(|| InvalidField::new("prompt", "is required"))?;
+        let model = self
+            .model
+            .ok_or_else(|| InvalidField::new("model", "is required"))?;
+        Ok(NewTask {
+            prompt: validate_prompt(prompt)?,
+            model: validate_model(model)?,
+            priority: validate_priority(self.priority.unwrap_or(DEFAULT_PRIORITY))?,
+            max_attempts: validate_max_attempts(self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS))?,
+        })
+    }
+
+    /// Validates a change to a task; at least one field must be given.
+    pub fn into_changes(self) -> Result<TaskChanges, InvalidField> {
+        let changes = TaskChanges {
+            prompt: self.prompt.map(validate_prompt).transpose()?,
+            model: self.model.map(validate_model).transpose()?,
+            priority: self.priority.map(validate_priority).transpose()?,
+            max_attempts: self.max_attempts.map(validate_max_attempts).transpose()?,
+        };
+        if changes.is_empty() {
+            return Err(InvalidField::new(
+                "input",
+                "give at least one of prompt, model, priority, maxAttempts",
+            ));
+        }
+        Ok(changes)
+    }
+}
+
+fn validate_prompt(prompt: String) -> Result<String, InvalidField> {
+    if prompt.trim().is_empty() {
+        return Err(InvalidField::new("prompt", "must not be empty"));
+    }
+    let chars = prompt.chars().count();
+    if chars > MAX_PROMPT_CHARS {
+        return Err(InvalidField::new(
+            "prompt",
+            format!("is {chars} characters long; the limit is {MAX_PROMPT_CHARS}"),
+        ));
+    }
+    if prompt.contains('\0') {
+        return Err(InvalidField::new(
+            "prompt",
+            "must not contain NUL characters",
+        ));
+    }
+    Ok(prompt)
+}
+
+fn validate_model(model: String) -> Result<String, InvalidField> {
+    if model.is_empty() {
+        return Err(InvalidField::new("model", "must not be empty"));
+    }
+    if model.chars().count() > MAX_MODEL_CHARS {
+        return Err(InvalidField::new(
+            "model",
+            format!("must be at most {MAX_MODEL_CHARS} characters"),
+        ));
+    }
+    if let Some(bad) = model.chars().find(|c| !is_model_char(*c)) {
+        return Err(InvalidField::new(
+            "model",
+            format!("contains {bad:?}; use only letters, digits and . _ : / -"),
+        ));
+    }
+    Ok(model)
+}
+
+fn is_model_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '/' | '-')
+}
+
+fn validate_priority(priority: i32) -> Result<i16, InvalidField> {
+    if !PRIORITY_RANGE.contains(&priority) {
+        return Err(InvalidField::new(
+            "priority",
+            format!(
+                "must be between {} and {}, got {priority}",
+                PRIORITY_RANGE.start(),
+                PRIORITY_RANGE.end()
+            ),
+        ));
+    }
+    i16::try_from(priority).map_err(|_| InvalidField::new("priority", "is out of range"))
+}
+
+fn validate_max_attempts(max_attempts: i32) -> Result<i32, InvalidField> {
+    if !MAX_ATTEMPTS_RANGE.contains(&max_attempts) {
+        return Err(InvalidField::new(
+            "maxAttempts",
+            format!(
+                "must be between {} and {}, got {max_attempts}",
+                MAX_ATTEMPTS_RANGE.start(),
+                MAX_ATTEMPTS_RANGE.end()
+            ),
+        ));
+    }
+    Ok(max_attempts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(prompt: &str, model: &str) -> TaskFields {
+        TaskFields {
+            prompt: Some(prompt.into()),
+            model: Some(model.into()),
+            ..TaskFields::default()
+        }
+    }
+
+    #[test]
+    fn defaults_fill_priority_and_attempts() {
+        let task = fields("hi", "gpt-4o").into_new_task().unwrap();
+        assert_eq!((task.priority, task.max_attempts), (5, 3));
+    }
+
+    #[test]
+    fn prompt_limit_counts_characters_not_bytes() {
+        let at_limit = "é".repeat(MAX_PROMPT_CHARS);
+        assert!(fields(&at_limit, "m").into_new_task().is_ok());
+        let over = "a".repeat(MAX_PROMPT_CHARS + 1);
+        assert_eq!(
+            fields(&over, "m").into_new_task().unwrap_err().field,
+            "prompt"
+        );
+    }
+
+    #[test]
+    fn model_names_allow_provider_paths_and_tags() {
+        for ok in ["gpt-4o", "llama3.1:8b", "meta-llama/Llama-3-70B", "a_b"] {
+            assert!(fields("p", ok).into_new_task().is_ok(), "{ok}");
+        }
+        for bad in ["", "has space", "ünïcode", &"m".repeat(101)] {
+            assert_eq!(
+                fields("p", bad).into_new_task().unwrap_err().field,
+                "model",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_change_is_rejected() {
+        assert_eq!(
+            TaskFields::default().into_changes().unwrap_err().field,
+            "input"
+        );
+    }
+}
