@@ -125,7 +125,7 @@ mod tests {
         assert!(
             matches!(cli.command, Some(Command::Migrate(db)) if db.database_url == "postgres://x/y")
         );
-        let cli = Cli::try_parse_from(["taskrunner", "--log-format", "json", "schema"]).unwrap();
+        let cli = Cli::try_parse_from(["taskrunner", "schema", "--log-format", "json"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Schema)));
         assert_eq!(cli.log.log_format, LogFormat::Json);
     }

@@ -1,0 +1,180 @@
+//! End to end through the real `taskrunner` binary: start-up on a free port,
+//! GraphiQL, health, readiness, a GraphQL round trip, graceful shutdown.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use crate::harness::TestDb;
+
+/// A running `taskrunner serve` and the address it listens on.
+struct Server {
+    child: Child,
+    address: String,
+    log: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Server {
+    async fn start(db: &TestDb) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_taskrunner"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
+            .env("DATABASE_URL", &db.url)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start taskrunner");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let (sender, mut log) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let address = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let line = log.recv().await.expect("server exited before listening");
+                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if let Some(address) = event["address"].as_str() {
+                    return address.to_owned();
+                }
+            }
+        })
+        .await
+        .expect("server listens within 30 s");
+        Server {
+            child,
+            address,
+            log,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    fn terminate(&self) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+async fn graphql(
+    client: &reqwest::Client,
+    server: &Server,
+    query: &str,
+    variables: Value,
+) -> Value {
+    client
+        .post(server.url("/graphql"))
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+#[tokio::test]
+async fn the_binary_serves_and_shuts_down_gracefully() {
+    let db = TestDb::named_fresh(); // the server creates it
+    let mut server = Server::start(&db).await;
+    let client = reqwest::Client::new();
+
+    let page = client.get(server.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("graphiql"));
+    let health = client.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = client.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let created = graphql(
+        &client,
+        &server,
+        "mutation($input: CreateTaskInput!) { createTask(input: $input) { id status } }",
+        json!({ "input": { "prompt": "end to end", "model": "echo", "priority": 7 } }),
+    )
+    .await;
+    let id = created["data"]["createTask"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let read = graphql(
+        &client,
+        &server,
+        "query($id: ID!) { task(id: $id) { prompt priority status } }",
+        json!({ "id": id }),
+    )
+    .await;
+    assert_eq!(
+        read["data"]["task"],
+        json!({ "prompt": "end to end", "priority": 7, "status": "PENDING" })
+    );
+
+    // A request in flight when SIGTERM arrives is still answered: send the
+    // headers and half the body, signal, then send the rest.
+    let body = json!({ "query": "{ tasks { totalCount } }" }).to_string();
+    let (head, tail) = body.split_at(body.len() / 2);
+    let mut stream = TcpStream::connect(&server.address).await.unwrap();
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+        server.address,
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.write_all(tail.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains(r#"{"data":{"tasks":{"totalCount":1}}}"#),
+        "{response}"
+    );
+
+    let status = tokio::time::timeout(Duration::from_secs(15), server.child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "clean exit: {status}");
+    let mut said_stopped = false;
+    while let Ok(line) = server.log.try_recv() {
+        said_stopped |= line.contains("\"stopped\"");
+    }
+    assert!(said_stopped, "logs that it stopped");
+    assert!(
+        TcpStream::connect(&server.address).await.is_err(),
+        "no longer listening"
+    );
+}
+
+#[tokio::test]
+async fn schema_command_prints_the_sdl() {
+    let output = Command::new(env!("CARGO_BIN_EXE_taskrunner"))
+        .arg("schema")
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        taskrunner::graphql::sdl()
+    );
+}
