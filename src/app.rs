@@ -1,26 +1,30 @@
 //! The state every request handler shares.
 
+use std::sync::Arc;
+
 use crate::config::DatabaseArgs;
 use crate::db::{self, DbConn, DbPool};
 use crate::error::ApiError;
+use crate::providers::routing::ModelRouter;
 
-/// What the API needs to answer a request: for now, the database pool.
-/// Cheap to clone; clones share the pool.
+/// What the API needs to answer a request: the database pool and the model
+/// routes. Cheap to clone; clones share both.
 #[derive(Clone)]
 pub struct AppState {
     pool: DbPool,
+    router: Arc<ModelRouter>,
 }
 
 impl AppState {
-    /// State around an existing pool.
-    pub fn new(pool: DbPool) -> Self {
-        AppState { pool }
+    /// State around an existing pool and router.
+    pub fn new(pool: DbPool, router: Arc<ModelRouter>) -> Self {
+        AppState { pool, router }
     }
 
     /// Prepares the database (create, migrate) and builds the pool.
-    pub async fn connect(args: &DatabaseArgs) -> anyhow::Result<Self> {
+    pub async fn connect(args: &DatabaseArgs, router: Arc<ModelRouter>) -> anyhow::Result<Self> {
         db::prepare_database(args).await?;
-        Ok(AppState::new(db::build_pool(args)?))
+        Ok(AppState::new(db::build_pool(args)?, router))
     }
 
     /// A pooled connection, or SERVICE_UNAVAILABLE within the pool's timeout.
@@ -31,5 +35,21 @@ impl AppState {
     /// The connection pool.
     pub fn pool(&self) -> &DbPool {
         &self.pool
+    }
+
+    /// Which provider serves which model.
+    pub fn router(&self) -> &Arc<ModelRouter> {
+        &self.router
+    }
+
+    /// BAD_USER_INPUT unless some provider serves `model`.
+    pub fn check_model_is_served(&self, model: &str) -> Result<(), ApiError> {
+        match self.router.resolve(model) {
+            Some(_) => Ok(()),
+            None => Err(ApiError::bad_input(
+                "model",
+                self.router.unknown_model_message(model),
+            )),
+        }
     }
 }

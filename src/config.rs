@@ -3,6 +3,7 @@
 //! named beside it (and from a `.env` file, which `main` reads first).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -28,9 +29,13 @@ pub struct Cli {
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the GraphQL API and GraphiQL (the default): prepares the database,
-    /// applies pending migrations, then listens until Ctrl-C or SIGTERM.
+    /// Serve the GraphQL API and GraphiQL, and run workers in-process (the
+    /// default): prepares the database, applies pending migrations, then runs
+    /// until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
+    /// Run workers only (no HTTP): start as many as you like, on as many
+    /// machines, against one PostgreSQL.
+    Worker(WorkerCommandArgs),
     /// Apply pending database migrations, then exit.
     Migrate(DatabaseArgs),
     /// Print the GraphQL schema (SDL) to stdout, as checked in to `schema.graphql`.
@@ -46,6 +51,70 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+
+    #[command(flatten)]
+    pub providers: ProviderArgs,
+}
+
+/// Options of the `worker` command.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerCommandArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+
+    #[command(flatten)]
+    pub providers: ProviderArgs,
+}
+
+/// How a process runs tasks.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Tasks in flight at once in this process (0: run none, API only). A model
+    /// call mostly waits, so hundreds are fine: in-flight tasks hold no
+    /// database connection.
+    #[arg(long, env = "TASKRUNNER_WORKERS", default_value_t = 64)]
+    pub workers: usize,
+
+    /// How long a claimed task stays this worker's without a heartbeat.
+    /// Heartbeats come every third of it; when a worker dies, its tasks go to
+    /// another once this passes.
+    #[arg(long, env = "TASKRUNNER_LEASE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..))]
+    pub lease_seconds: u64,
+
+    /// On SIGINT or SIGTERM, how long running tasks may take to finish before
+    /// they are stopped and handed back to the queue for another worker.
+    #[arg(long, env = "TASKRUNNER_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+
+    /// How long one attempt may run when the task sets no `timeoutSeconds`.
+    #[arg(long, env = "TASKRUNNER_TASK_TIMEOUT_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub task_timeout_seconds: u64,
+
+    /// Most tasks taken from the queue in one claim.
+    #[arg(long, env = "TASKRUNNER_CLAIM_BATCH", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub claim_batch: u64,
+
+    /// How often to look for due tasks when no notification arrives, in
+    /// milliseconds (notifications normally wake workers at once).
+    #[arg(long, env = "TASKRUNNER_POLL_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub poll_interval_ms: u64,
+}
+
+/// Where model providers are configured.
+#[derive(Debug, Clone, Args)]
+pub struct ProviderArgs {
+    /// Provider configuration file (TOML; see the README). Default:
+    /// `taskrunner.toml` if it exists, else one OpenAI-compatible provider from
+    /// OPENAI_BASE_URL and OPENAI_API_KEY if either is set. The `echo` model
+    /// is always served.
+    #[arg(long = "config", env = "TASKRUNNER_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 /// How to reach PostgreSQL.
@@ -106,6 +175,21 @@ pub enum LogFormat {
     Json,
 }
 
+impl WorkerArgs {
+    /// The settings of a worker, in the units it uses.
+    pub fn worker_config(&self) -> crate::queue::WorkerConfig {
+        crate::queue::WorkerConfig {
+            slots: self.workers,
+            lease: Duration::from_secs(self.lease_seconds),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            default_timeout: Duration::from_secs(self.task_timeout_seconds),
+            claim_batch: usize::try_from(self.claim_batch).unwrap_or(128),
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            backoff: crate::queue::Backoff::default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +208,18 @@ mod tests {
                 .unwrap();
         assert!(
             matches!(cli.command, Some(Command::Migrate(db)) if db.database_url == "postgres://x/y")
+        );
+        let cli = Cli::try_parse_from([
+            "taskrunner",
+            "worker",
+            "--workers",
+            "500",
+            "--lease-seconds",
+            "10",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Worker(w)) if w.worker.workers == 500 && w.worker.lease_seconds == 10)
         );
         let cli = Cli::try_parse_from(["taskrunner", "schema", "--log-format", "json"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Schema)));

@@ -10,6 +10,8 @@ pub mod db;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod providers;
+pub mod queue;
 pub mod server;
 pub mod tasks;
 pub mod telemetry;

@@ -24,6 +24,7 @@ async fn main() -> ExitCode {
         }
         Some(Command::Migrate(database)) => server::migrate(database).await,
         Some(Command::Serve(args)) => server::serve(args).await,
+        Some(Command::Worker(args)) => server::worker(args).await,
         None => server::serve(cli.serve).await,
     };
     match outcome {

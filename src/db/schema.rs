@@ -24,5 +24,28 @@ diesel::table! {
         updated_at -> Timestamptz,
         started_at -> Nullable<Timestamptz>,
         finished_at -> Nullable<Timestamptz>,
+        run_at -> Timestamptz,
+        system_prompt -> Nullable<Text>,
+        temperature -> Nullable<Float8>,
+        max_tokens -> Nullable<Int4>,
+        timeout_seconds -> Nullable<Int4>,
+        prompt_tokens -> Nullable<Int4>,
+        completion_tokens -> Nullable<Int4>,
+        worker_id -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamptz>,
+        cancel_requested -> Bool,
     }
 }
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use super::sql_types::TaskStatus;
+
+    task_status_counts (status, shard) {
+        status -> TaskStatus,
+        shard -> Int2,
+        n -> Int8,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(task_status_counts, tasks,);

@@ -24,7 +24,9 @@ impl MutationRoot {
         let new_task = TaskFields::from(input)
             .into_new_task()
             .map_err(ApiError::from)?;
-        let mut conn = ctx.data::<AppState>()?.db().await?;
+        let state = ctx.data::<AppState>()?;
+        state.check_model_is_served(&new_task.model)?;
+        let mut conn = state.db().await?;
         let task = store::insert(&mut conn, &new_task)
             .await
             .map_err(ApiError::from)?;
@@ -43,7 +45,11 @@ impl MutationRoot {
         let changes = TaskFields::from(input)
             .into_changes()
             .map_err(ApiError::from)?;
-        let mut conn = ctx.data::<AppState>()?.db().await?;
+        let state = ctx.data::<AppState>()?;
+        if let Some(model) = &changes.model {
+            state.check_model_is_served(model)?;
+        }
+        let mut conn = state.db().await?;
         match store::update_pending(&mut conn, id, &changes)
             .await
             .map_err(ApiError::from)?
@@ -54,6 +60,49 @@ impl MutationRoot {
                 id,
                 status,
                 action: "only PENDING tasks can be changed",
+            }
+            .into()),
+        }
+    }
+
+    /// Cancels a task. A PENDING task is CANCELLED at once; a RUNNING one is
+    /// returned with `cancelRequested` set, and its worker stops the model call
+    /// and records CANCELLED within moments. CONFLICT once the task has finished.
+    async fn cancel_task(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The task's id.")] id: ID,
+    ) -> async_graphql::Result<TaskNode> {
+        let id = parse_task_id(&id)?;
+        let mut conn = ctx.data::<AppState>()?.db().await?;
+        match store::cancel(&mut conn, id).await.map_err(ApiError::from)? {
+            Outcome::Done(task) => Ok(TaskNode(task)),
+            Outcome::NotFound => Err(ApiError::NotFound(id).into()),
+            Outcome::WrongState(status) => Err(ApiError::Conflict {
+                id,
+                status,
+                action: "only PENDING or RUNNING tasks can be cancelled",
+            }
+            .into()),
+        }
+    }
+
+    /// Queues a FAILED or CANCELLED task again as PENDING, with a fresh attempt
+    /// budget. CONFLICT for tasks in any other state.
+    async fn retry_task(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The task's id.")] id: ID,
+    ) -> async_graphql::Result<TaskNode> {
+        let id = parse_task_id(&id)?;
+        let mut conn = ctx.data::<AppState>()?.db().await?;
+        match store::retry(&mut conn, id).await.map_err(ApiError::from)? {
+            Outcome::Done(task) => Ok(TaskNode(task)),
+            Outcome::NotFound => Err(ApiError::NotFound(id).into()),
+            Outcome::WrongState(status) => Err(ApiError::Conflict {
+                id,
+                status,
+                action: "only FAILED or CANCELLED tasks can be retried",
             }
             .into()),
         }

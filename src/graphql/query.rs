@@ -5,9 +5,11 @@ use async_graphql::{Context, ID, Object};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::graphql::connection::TaskConnection;
-use crate::graphql::types::{TaskFilterInput, TaskNode, TaskOrderInput, parse_task_id};
+use crate::graphql::types::{
+    ModelInfo, TaskFilterInput, TaskNode, TaskOrderInput, TaskStats, parse_task_id,
+};
 use crate::tasks::listing::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageRequest, TaskOrder};
-use crate::tasks::store;
+use crate::tasks::{TaskStatus, store};
 
 /// The queries.
 #[derive(Default)]
@@ -68,6 +70,51 @@ impl QueryRoot {
             .map_err(ApiError::from)?;
 
         Ok(TaskConnection::new(page, order.field, filter))
+    }
+
+    /// How many tasks are in each state, and how long the oldest due task has
+    /// waited. Cheap however many tasks there are (counters kept by triggers).
+    async fn task_stats(&self, ctx: &Context<'_>) -> async_graphql::Result<TaskStats> {
+        let mut conn = ctx.data::<AppState>()?.db().await?;
+        let stats = store::stats(&mut conn).await.map_err(ApiError::from)?;
+        let count = |wanted: TaskStatus| {
+            stats
+                .counts
+                .iter()
+                .filter(|(status, _)| *status == wanted)
+                .map(|(_, n)| *n)
+                .sum()
+        };
+        let oldest_pending_age_seconds = match (stats.any_pending, stats.oldest_due_at) {
+            (false, _) => None,
+            (true, None) => Some(0.0),
+            (true, Some(due_at)) => {
+                let waited = chrono::Utc::now() - due_at;
+                Some((waited.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6).max(0.0))
+            }
+        };
+        Ok(TaskStats {
+            pending: count(TaskStatus::Pending),
+            running: count(TaskStatus::Running),
+            succeeded: count(TaskStatus::Succeeded),
+            failed: count(TaskStatus::Failed),
+            cancelled: count(TaskStatus::Cancelled),
+            oldest_pending_age_seconds,
+        })
+    }
+
+    /// The models this deployment can run, and the provider of each.
+    async fn models(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ModelInfo>> {
+        let state = ctx.data::<AppState>()?;
+        Ok(state
+            .router()
+            .models()
+            .into_iter()
+            .map(|model| ModelInfo {
+                name: model.name,
+                provider: model.provider,
+            })
+            .collect())
     }
 }
 

@@ -1,6 +1,6 @@
 //! The GraphQL shapes of a task and of the inputs that create, change and list tasks.
 
-use async_graphql::{ID, InputObject, Object};
+use async_graphql::{ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use crate::error::ApiError;
@@ -66,6 +66,44 @@ impl TaskNode {
     async fn finished_at(&self) -> Option<DateTime<Utc>> {
         self.0.finished_at
     }
+    /// Not before this instant: when it was asked to run, or when its next
+    /// retry is due.
+    async fn run_at(&self) -> DateTime<Utc> {
+        self.0.run_at
+    }
+    /// The system prompt sent before the prompt, if any.
+    async fn system(&self) -> Option<&str> {
+        self.0.system_prompt.as_deref()
+    }
+    /// The sampling temperature asked for, if any.
+    async fn temperature(&self) -> Option<f64> {
+        self.0.temperature
+    }
+    /// The most tokens the answer may have, if limited.
+    async fn max_tokens(&self) -> Option<i32> {
+        self.0.max_tokens
+    }
+    /// How long one attempt may run, in seconds; null means the deployment's default.
+    async fn timeout_seconds(&self) -> Option<i32> {
+        self.0.timeout_seconds
+    }
+    /// Tokens in the prompt, as the provider counted them.
+    async fn prompt_tokens(&self) -> Option<i32> {
+        self.0.prompt_tokens
+    }
+    /// Tokens in the answer, as the provider counted them.
+    async fn completion_tokens(&self) -> Option<i32> {
+        self.0.completion_tokens
+    }
+    /// The worker running the task, while it is RUNNING.
+    async fn worker_id(&self) -> Option<&str> {
+        self.0.worker_id.as_deref()
+    }
+    /// Whether cancellation was asked for while the task was RUNNING (its
+    /// worker stops it and records CANCELLED).
+    async fn cancel_requested(&self) -> bool {
+        self.0.cancel_requested
+    }
 }
 
 /// A new task. It starts PENDING.
@@ -81,6 +119,17 @@ pub struct CreateTaskInput {
     /// How many attempts the task may make: 1 to 20.
     #[graphql(default_with = "Some(3)")]
     pub max_attempts: Option<i32>,
+    /// Do not run before this instant (default: now).
+    pub run_at: Option<DateTime<Utc>>,
+    /// How long one attempt may run, in seconds (1 to 86,400; default: the
+    /// deployment's). An attempt that runs longer is stopped and retried.
+    pub timeout_seconds: Option<i32>,
+    /// A system prompt, sent before the prompt (up to 100,000 characters).
+    pub system: Option<String>,
+    /// Sampling temperature, 0 to 2.
+    pub temperature: Option<f64>,
+    /// The most tokens the answer may have, 1 to 1,000,000.
+    pub max_tokens: Option<i32>,
 }
 
 impl From<CreateTaskInput> for TaskFields {
@@ -90,6 +139,11 @@ impl From<CreateTaskInput> for TaskFields {
             model: Some(input.model),
             priority: input.priority,
             max_attempts: input.max_attempts,
+            run_at: input.run_at,
+            system: input.system,
+            temperature: input.temperature,
+            max_tokens: input.max_tokens,
+            timeout_seconds: input.timeout_seconds,
         }
     }
 }
@@ -114,6 +168,7 @@ impl From<UpdateTaskInput> for TaskFields {
             model: input.model,
             priority: input.priority,
             max_attempts: input.max_attempts,
+            ..TaskFields::default()
         }
     }
 }
@@ -186,6 +241,34 @@ impl From<TaskOrderInput> for TaskOrder {
             direction: input.direction,
         }
     }
+}
+
+/// How many tasks are in each state, for dashboards and autoscaling.
+#[derive(SimpleObject)]
+pub struct TaskStats {
+    /// Tasks waiting for a worker (due or delayed).
+    pub pending: i64,
+    /// Tasks a worker is running.
+    pub running: i64,
+    /// Tasks finished with a result.
+    pub succeeded: i64,
+    /// Tasks finished with an error.
+    pub failed: i64,
+    /// Tasks stopped on request.
+    pub cancelled: i64,
+    /// How long the longest-waiting due task has waited since it fell due, in
+    /// seconds: 0 when every pending task is delayed, null when none is pending.
+    pub oldest_pending_age_seconds: Option<f64>,
+}
+
+/// A model this deployment can run.
+#[derive(SimpleObject)]
+pub struct ModelInfo {
+    /// The model's name as `createTask` takes it; `prefix*` stands for every
+    /// name with that prefix, `*` for any name.
+    pub name: String,
+    /// The provider that runs it (as configured: `openai`, `ollama`, `echo`, …).
+    pub provider: String,
 }
 
 /// Reads a task id as the API gives it: a positive decimal integer.

@@ -7,7 +7,7 @@ use crate::db::schema::tasks;
 use crate::tasks::TaskStatus;
 
 /// One unit of AI work: a prompt for a model, and what came of it.
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Identifiable)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Identifiable)]
 #[diesel(table_name = tasks, check_for_backend(diesel::pg::Pg))]
 pub struct Task {
     pub id: i64,
@@ -23,6 +23,16 @@ pub struct Task {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    pub run_at: DateTime<Utc>,
+    pub system_prompt: Option<String>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<i32>,
+    pub timeout_seconds: Option<i32>,
+    pub prompt_tokens: Option<i32>,
+    pub completion_tokens: Option<i32>,
+    pub worker_id: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub cancel_requested: bool,
 }
 
 /// A validated request to create a task; the database fills in the rest.
@@ -33,6 +43,12 @@ pub struct NewTask {
     pub model: String,
     pub priority: i16,
     pub max_attempts: i32,
+    /// Not before this instant; `None` inserts DEFAULT, now by the database's clock.
+    pub run_at: Option<DateTime<Utc>>,
+    pub system_prompt: Option<String>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<i32>,
+    pub timeout_seconds: Option<i32>,
 }
 
 /// A validated change to a pending task; `None` leaves a field as it is.

@@ -77,6 +77,100 @@ pub async fn delete(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcom
     }
 }
 
+/// Cancels a task: a PENDING one at once; a RUNNING one is marked so that its
+/// worker stops the model call and records CANCELLED (the returned task is
+/// still RUNNING, with `cancel_requested` set).
+pub async fn cancel(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcome<Task>> {
+    let cancelled = diesel::update(tasks::table.find(id))
+        .filter(tasks::status.eq(TaskStatus::Pending))
+        .set((
+            tasks::status.eq(TaskStatus::Cancelled),
+            tasks::finished_at.eq(diesel::dsl::now),
+            tasks::error.eq("cancelled before it ran"),
+        ))
+        .returning(Task::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+    if let Some(task) = cancelled {
+        return Ok(Outcome::Done(task));
+    }
+    // It may have been claimed a moment ago: ask its worker to stop it.
+    let requested = diesel::update(tasks::table.find(id))
+        .filter(tasks::status.eq(TaskStatus::Running))
+        .set(tasks::cancel_requested.eq(true))
+        .returning(Task::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+    match requested {
+        Some(task) => Ok(Outcome::Done(task)),
+        None => why_not(conn, id).await,
+    }
+}
+
+/// Queues a FAILED or CANCELLED task again, with a fresh attempt budget.
+pub async fn retry(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcome<Task>> {
+    let retried = diesel::update(tasks::table.find(id))
+        .filter(tasks::status.eq_any([TaskStatus::Failed, TaskStatus::Cancelled]))
+        .set((
+            tasks::status.eq(TaskStatus::Pending),
+            tasks::attempts.eq(0),
+            tasks::run_at.eq(diesel::dsl::now),
+            tasks::cancel_requested.eq(false),
+            tasks::error.eq(None::<String>),
+            tasks::result.eq(None::<String>),
+            tasks::started_at.eq(None::<chrono::DateTime<chrono::Utc>>),
+            tasks::finished_at.eq(None::<chrono::DateTime<chrono::Utc>>),
+            tasks::prompt_tokens.eq(None::<i32>),
+            tasks::completion_tokens.eq(None::<i32>),
+        ))
+        .returning(Task::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+    match retried {
+        Some(task) => Ok(Outcome::Done(task)),
+        None => why_not(conn, id).await,
+    }
+}
+
+/// Task counts by status, and when the longest-waiting due task became due.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    pub counts: Vec<(TaskStatus, i64)>,
+    pub oldest_due_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub any_pending: bool,
+}
+
+/// Reads the counters the status triggers keep (a few dozen rows, however
+/// many tasks there are) and the oldest due task (one index probe).
+pub async fn stats(conn: &mut AsyncPgConnection) -> QueryResult<Stats> {
+    use crate::db::schema::task_status_counts as counts;
+    let counts: Vec<(TaskStatus, i64)> = counts::table
+        .group_by(counts::status)
+        .select((
+            counts::status,
+            diesel::dsl::sql::<BigInt>("coalesce(sum(n), 0)::bigint"),
+        ))
+        .load(conn)
+        .await?;
+    let oldest_due_at = tasks::table
+        .filter(tasks::status.eq(TaskStatus::Pending))
+        .filter(tasks::run_at.le(diesel::dsl::now))
+        .select(diesel::dsl::min(tasks::run_at))
+        .get_result(conn)
+        .await?;
+    let any_pending = counts
+        .iter()
+        .any(|(status, n)| *status == TaskStatus::Pending && *n > 0);
+    Ok(Stats {
+        counts,
+        oldest_due_at,
+        any_pending,
+    })
+}
+
 /// Explains why a guarded statement touched no row.
 async fn why_not<T>(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcome<T>> {
     let status = tasks::table

@@ -3,6 +3,8 @@
 
 use std::ops::RangeInclusive;
 
+use chrono::{DateTime, Utc};
+
 use crate::tasks::{NewTask, TaskChanges};
 
 /// The longest prompt accepted, in characters.
@@ -17,6 +19,13 @@ pub const DEFAULT_PRIORITY: i32 = 5;
 pub const MAX_ATTEMPTS_RANGE: RangeInclusive<i32> = 1..=20;
 /// The attempt budget of a task created without one.
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
+
+/// Allowed sampling temperatures.
+pub const TEMPERATURE_RANGE: RangeInclusive<f64> = 0.0..=2.0;
+/// Allowed limits on the answer's length, in tokens.
+pub const MAX_TOKENS_RANGE: RangeInclusive<i32> = 1..=1_000_000;
+/// Allowed per-attempt timeouts, in seconds (up to a day).
+pub const TIMEOUT_SECONDS_RANGE: RangeInclusive<i32> = 1..=86_400;
 
 /// A field that broke a rule, and which rule: what a client is told.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +54,11 @@ pub struct TaskFields {
     pub model: Option<String>,
     pub priority: Option<i32>,
     pub max_attempts: Option<i32>,
+    pub run_at: Option<DateTime<Utc>>,
+    pub system: Option<String>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<i32>,
+    pub timeout_seconds: Option<i32>,
 }
 
 impl TaskFields {
@@ -61,6 +75,17 @@ impl TaskFields {
             model: validate_model(model)?,
             priority: validate_priority(self.priority.unwrap_or(DEFAULT_PRIORITY))?,
             max_attempts: validate_max_attempts(self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS))?,
+            run_at: self.run_at,
+            system_prompt: self.system.map(validate_system).transpose()?,
+            temperature: self.temperature.map(validate_temperature).transpose()?,
+            max_tokens: self
+                .max_tokens
+                .map(|n| in_range("maxTokens", n, MAX_TOKENS_RANGE))
+                .transpose()?,
+            timeout_seconds: self
+                .timeout_seconds
+                .map(|n| in_range("timeoutSeconds", n, TIMEOUT_SECONDS_RANGE))
+                .transpose()?,
         })
     }
 
@@ -102,6 +127,51 @@ fn validate_prompt(prompt: String) -> Result<String, InvalidField> {
     Ok(prompt)
 }
 
+fn validate_system(system: String) -> Result<String, InvalidField> {
+    let chars = system.chars().count();
+    if chars > MAX_PROMPT_CHARS {
+        return Err(InvalidField::new(
+            "system",
+            format!("is {chars} characters long; the limit is {MAX_PROMPT_CHARS}"),
+        ));
+    }
+    if system.contains('\0') {
+        return Err(InvalidField::new(
+            "system",
+            "must not contain NUL characters",
+        ));
+    }
+    Ok(system)
+}
+
+fn validate_temperature(temperature: f64) -> Result<f64, InvalidField> {
+    if !TEMPERATURE_RANGE.contains(&temperature) {
+        return Err(InvalidField::new(
+            "temperature",
+            format!("must be between 0 and 2, got {temperature}"),
+        ));
+    }
+    Ok(temperature)
+}
+
+fn in_range(
+    field: &'static str,
+    value: i32,
+    range: RangeInclusive<i32>,
+) -> Result<i32, InvalidField> {
+    if !range.contains(&value) {
+        return Err(InvalidField::new(
+            field,
+            format!(
+                "must be between {} and {}, got {value}",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(value)
+}
+
 fn validate_model(model: String) -> Result<String, InvalidField> {
     if model.is_empty() {
         return Err(InvalidField::new("model", "must not be empty"));
@@ -140,22 +210,33 @@ fn validate_priority(priority: i32) -> Result<i16, InvalidField> {
 }
 
 fn validate_max_attempts(max_attempts: i32) -> Result<i32, InvalidField> {
-    if !MAX_ATTEMPTS_RANGE.contains(&max_attempts) {
-        return Err(InvalidField::new(
-            "maxAttempts",
-            format!(
-                "must be between {} and {}, got {max_attempts}",
-                MAX_ATTEMPTS_RANGE.start(),
-                MAX_ATTEMPTS_RANGE.end()
-            ),
-        ));
-    }
-    Ok(max_attempts)
+    in_range("maxAttempts", max_attempts, MAX_ATTEMPTS_RANGE)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_parameters_are_checked() {
+        let mut task = fields("p", "m");
+        task.temperature = Some(f64::NAN);
+        assert_eq!(
+            task.clone().into_new_task().unwrap_err().field,
+            "temperature"
+        );
+        task.temperature = Some(2.0);
+        task.max_tokens = Some(0);
+        assert_eq!(task.clone().into_new_task().unwrap_err().field, "maxTokens");
+        task.max_tokens = Some(512);
+        task.timeout_seconds = Some(86_401);
+        assert_eq!(
+            task.clone().into_new_task().unwrap_err().field,
+            "timeoutSeconds"
+        );
+        task.timeout_seconds = Some(30);
+        assert!(task.into_new_task().is_ok());
+    }
 
     fn fields(prompt: &str, model: &str) -> TaskFields {
         TaskFields {

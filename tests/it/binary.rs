@@ -114,17 +114,26 @@ async fn the_binary_serves_and_shuts_down_gracefully() {
         .as_str()
         .expect("id")
         .to_owned();
-    let read = graphql(
-        &client,
-        &server,
-        "query($id: ID!) { task(id: $id) { prompt priority status } }",
-        json!({ "id": id }),
-    )
-    .await;
-    assert_eq!(
-        read["data"]["task"],
-        json!({ "prompt": "end to end", "priority": 7, "status": "PENDING" })
-    );
+    // `serve` runs workers too: the echo task is run and answered.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = graphql(
+            &client,
+            &server,
+            "query($id: ID!) { task(id: $id) { prompt priority status result attempts } }",
+            json!({ "id": id }),
+        )
+        .await;
+        if read["data"]["task"]["status"] == "SUCCEEDED" {
+            assert_eq!(
+                read["data"]["task"],
+                json!({ "prompt": "end to end", "priority": 7, "status": "SUCCEEDED", "result": "end to end", "attempts": 1 })
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the task ran: {read}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // A request in flight when SIGTERM arrives is still answered: send the
     // headers and half the body, signal, then send the rest.
@@ -162,6 +171,93 @@ async fn the_binary_serves_and_shuts_down_gracefully() {
     assert!(
         TcpStream::connect(&server.address).await.is_err(),
         "no longer listening"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_task_loses_nothing() {
+    let fake = crate::fake_provider::FakeProvider::start().await;
+    let db = TestDb::migrated().await;
+    let mut killed = Command::new(env!("CARGO_BIN_EXE_taskrunner"))
+        .args([
+            "worker",
+            "--workers",
+            "4",
+            "--lease-seconds",
+            "2",
+            "--log-format",
+            "json",
+        ])
+        .env("DATABASE_URL", &db.url)
+        .env("OPENAI_BASE_URL", &fake.base_url)
+        .env("OPENAI_API_KEY", "")
+        .env_remove("TASKRUNNER_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start taskrunner worker");
+
+    // The worker child learns its models from the fake's GET /models.
+    let state = taskrunner::AppState::new(db.pool(), fake.router());
+    let schema = taskrunner::graphql::schema(state.clone());
+    let create = async_graphql::Request::new(
+        r#"mutation { createTask(input: { prompt: "hang-once:survived", model: "fake-small" }) { id } }"#,
+    );
+    let created = serde_json::to_value(schema.execute(create).await).unwrap();
+    let id: i64 = created["data"]["createTask"]["id"]
+        .as_str()
+        .expect("created")
+        .parse()
+        .unwrap();
+
+    fake.wait_for_calls("hang-once:survived", 1, Duration::from_secs(20))
+        .await;
+    let client = db.client().await;
+    let holder: Option<String> = client
+        .query_one("SELECT worker_id FROM tasks WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(holder.is_some(), "the child holds the task");
+    killed.kill().await.expect("SIGKILL the worker"); // SIGKILL: no goodbye
+
+    let survivor = taskrunner::queue::Worker::start(
+        db.pool(),
+        &db.args(),
+        fake.router(),
+        crate::queue::test_config(4),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let row = loop {
+        let row = client
+            .query_one(
+                "SELECT status::text, result, attempts, worker_id FROM tasks WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, String>(0) == "succeeded" {
+            break row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task was taken over once the lease expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    survivor.shutdown().await;
+    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("survived"));
+    assert_eq!(
+        row.get::<_, i32>(2),
+        2,
+        "the killed attempt counts, the second one finished"
+    );
+    assert_eq!(
+        fake.calls_for("hang-once:survived"),
+        2,
+        "run again exactly once, nothing duplicated"
     );
 }
 

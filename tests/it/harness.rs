@@ -220,7 +220,7 @@ pub struct TestApp {
 impl TestApp {
     pub async fn new() -> Self {
         let db = TestDb::migrated().await;
-        let state = AppState::new(db.pool());
+        let state = AppState::new(db.pool(), any_model_router());
         TestApp {
             schema: graphql::schema(state.clone()),
             state,
@@ -259,6 +259,16 @@ impl TestApp {
             .await;
         data["createTask"].clone()
     }
+}
+
+/// A router whose `echo` provider serves every model name, so tests can use
+/// any name; routing itself is tested with real routes.
+pub fn any_model_router() -> std::sync::Arc<taskrunner::providers::routing::ModelRouter> {
+    use taskrunner::providers::config::{ProvidersFile, router_from};
+    let file: ProvidersFile =
+        toml::from_str("[[provider]]\nname = \"echo\"\nkind = \"echo\"\nmodel_prefixes = [\"\"]")
+            .expect("test provider configuration");
+    std::sync::Arc::new(router_from(file.providers).expect("echo router"))
 }
 
 /// The `extensions.code` of a response's first error.

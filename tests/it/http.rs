@@ -192,7 +192,10 @@ async fn an_unreachable_database_is_service_unavailable_within_seconds() {
     let mut args = db.args();
     args.database_url = format!("postgres://postgres@127.0.0.1:{port}/nowhere");
     args.db_timeout_seconds = 2;
-    let state = taskrunner::AppState::new(taskrunner::db::build_pool(&args).unwrap());
+    let state = taskrunner::AppState::new(
+        taskrunner::db::build_pool(&args).unwrap(),
+        crate::harness::any_model_router(),
+    );
     let router = taskrunner::http::router(state);
 
     let started = Instant::now();

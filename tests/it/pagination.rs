@@ -35,13 +35,15 @@ async fn seed(app: &TestApp) -> Vec<Row> {
     let client = app.db.client().await;
     client
         .batch_execute(
-            "INSERT INTO tasks (prompt, model, priority, status, created_at, updated_at)
+            "INSERT INTO tasks (prompt, model, priority, status, created_at, updated_at, worker_id, lease_expires_at)
              SELECT 'prompt ' || g,
                     CASE WHEN g % 3 = 0 THEN 'llama3.1:8b' ELSE 'gpt-4o' END,
                     (g * 7 % 10) + 1,
                     (ARRAY['pending','running','succeeded','failed','cancelled'])[g % 5 + 1]::task_status,
                     timestamptz '2026-01-01 00:00:00+00' + (g / 3) * interval '1 minute',
-                    timestamptz '2026-02-01 00:00:00+00' - (g / 5) * interval '1 second' + interval '0.000001 second' * (g % 2)
+                    timestamptz '2026-02-01 00:00:00+00' - (g / 5) * interval '1 second' + interval '0.000001 second' * (g % 2),
+                    CASE WHEN g % 5 = 1 THEN 'seed-worker' END,
+                    CASE WHEN g % 5 = 1 THEN now() + interval '1 hour' END
              FROM generate_series(1, 157) AS g",
         )
         .await
@@ -347,12 +349,13 @@ async fn paging_stays_exact_while_tasks_are_inserted() {
                     let Ok(mut conn) = pool.get().await else {
                         continue;
                     };
-                    let new_task = taskrunner::tasks::NewTask {
-                        prompt: format!("concurrent {i}"),
-                        model: "m".into(),
-                        priority: 5,
-                        max_attempts: 3,
-                    };
+                    let new_task = taskrunner::tasks::validation::TaskFields {
+                        prompt: Some(format!("concurrent {i}")),
+                        model: Some("m".into()),
+                        ..Default::default()
+                    }
+                    .into_new_task()
+                    .expect("valid task");
                     taskrunner::tasks::store::insert(&mut conn, &new_task)
                         .await
                         .expect("insert");

@@ -347,7 +347,12 @@ pub async fn set_status(app: &TestApp, id: &serde_json::Value, status: &str) {
         .expect("numeric id");
     client
         .execute(
-            &format!("UPDATE tasks SET status = '{status}' WHERE id = $1"),
+            &format!(
+                "UPDATE tasks SET status = '{status}',
+                    worker_id = CASE WHEN '{status}' = 'running' THEN 'test-worker' END,
+                    lease_expires_at = CASE WHEN '{status}' = 'running' THEN now() + interval '1 hour' END
+                 WHERE id = $1"
+            ),
             &[&id],
         )
         .await

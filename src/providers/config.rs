@@ -1,0 +1,230 @@
+//! Provider configuration: a `taskrunner.toml` file, or, for the common case,
+//! `OPENAI_BASE_URL` and `OPENAI_API_KEY` alone. The built-in `echo` model is
+//! always served.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::providers::Provider;
+use crate::providers::echo::{ECHO_MODEL, EchoProvider};
+use crate::providers::openai::{OpenAiConfig, OpenAiProvider};
+use crate::providers::routing::{ModelRouter, ProviderEntry};
+
+/// OpenAI's API, the default base URL of an OpenAI-compatible provider.
+pub const OPENAI_DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// The file read when no other is named and it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "taskrunner.toml";
+
+/// The shape of `taskrunner.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersFile {
+    /// The providers, in order of preference.
+    #[serde(default, rename = "provider")]
+    pub providers: Vec<ProviderSettings>,
+}
+
+/// One `[[provider]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    /// Shown in `models` and in errors.
+    pub name: String,
+    /// `openai` (any OpenAI-compatible server) or `echo`.
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// The API's base URL, e.g. `http://localhost:11434/v1` for Ollama.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// The environment variable holding the API key (the key itself never
+    /// goes in the file). Unset or empty sends no key, as local servers want.
+    pub api_key_env: Option<String>,
+    /// Seconds one request may take.
+    #[serde(default = "default_timeout_seconds")]
+    pub timeout_seconds: u64,
+    /// Most calls in flight to this provider from one process.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// Model names served, exactly.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Model name prefixes served.
+    #[serde(default)]
+    pub model_prefixes: Vec<String>,
+    /// Ask the provider for its models (`GET /models`) at start and now and then.
+    #[serde(default = "default_true")]
+    pub discover_models: bool,
+}
+
+fn default_kind() -> String {
+    "openai".to_owned()
+}
+fn default_base_url() -> String {
+    OPENAI_DEFAULT_BASE_URL.to_owned()
+}
+fn default_timeout_seconds() -> u64 {
+    120
+}
+fn default_max_concurrency() -> usize {
+    256
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Builds the model router from `file` if given (or `taskrunner.toml` if it
+/// exists), else from `OPENAI_BASE_URL` / `OPENAI_API_KEY`.
+pub fn load_router(file: Option<&Path>) -> anyhow::Result<ModelRouter> {
+    let default_file = Path::new(DEFAULT_CONFIG_FILE);
+    let file = file.or_else(|| default_file.exists().then_some(default_file));
+    let settings = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("could not read {}", path.display()))?;
+            let parsed: ProvidersFile = toml::from_str(&text).with_context(|| {
+                format!("{} is not a valid provider configuration", path.display())
+            })?;
+            tracing::info!(file = %path.display(), providers = parsed.providers.len(), "read provider configuration");
+            parsed.providers
+        }
+        None => from_env(),
+    };
+    router_from(settings)
+}
+
+/// The one OpenAI-compatible provider that `OPENAI_BASE_URL` and
+/// `OPENAI_API_KEY` describe, if either is set.
+fn from_env() -> Vec<ProviderSettings> {
+    let base_url = std::env::var("OPENAI_BASE_URL")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let has_key = std::env::var("OPENAI_API_KEY").is_ok();
+    if base_url.is_none() && !has_key {
+        return Vec::new();
+    }
+    vec![ProviderSettings {
+        name: "openai".to_owned(),
+        kind: default_kind(),
+        base_url: base_url.unwrap_or_else(default_base_url),
+        api_key_env: Some("OPENAI_API_KEY".to_owned()),
+        timeout_seconds: default_timeout_seconds(),
+        max_concurrency: default_max_concurrency(),
+        models: Vec::new(),
+        model_prefixes: Vec::new(),
+        discover_models: true,
+    }]
+}
+
+/// The router for these settings, with `echo` added unless configured.
+pub fn router_from(settings: Vec<ProviderSettings>) -> anyhow::Result<ModelRouter> {
+    let mut entries = Vec::with_capacity(settings.len() + 1);
+    for setting in settings {
+        entries.push(entry_from(setting)?);
+    }
+    let echo_configured = entries
+        .iter()
+        .any(|entry| matches!(entry.provider, Provider::Echo(_)));
+    if !echo_configured {
+        entries.push(ProviderEntry::new(
+            "echo",
+            Provider::Echo(EchoProvider),
+            usize::MAX >> 4,
+            vec![ECHO_MODEL.to_owned()],
+            Vec::new(),
+            false,
+        ));
+    }
+    Ok(ModelRouter::new(entries))
+}
+
+fn entry_from(setting: ProviderSettings) -> anyhow::Result<ProviderEntry> {
+    let provider = match setting.kind.as_str() {
+        "echo" => Provider::Echo(EchoProvider),
+        "openai" => {
+            let api_key = match &setting.api_key_env {
+                Some(variable) => std::env::var(variable).ok().filter(|key| !key.is_empty()),
+                None => None,
+            };
+            Provider::OpenAi(OpenAiProvider::new(OpenAiConfig {
+                name: setting.name.clone(),
+                base_url: setting.base_url.clone(),
+                api_key,
+                timeout: Duration::from_secs(setting.timeout_seconds.max(1)),
+            })?)
+        }
+        other => bail!(
+            "provider {:?} has kind {other:?}; use \"openai\" (any OpenAI-compatible API) or \"echo\"",
+            setting.name
+        ),
+    };
+    let models = if matches!(provider, Provider::Echo(_)) && setting.models.is_empty() {
+        vec![ECHO_MODEL.to_owned()]
+    } else {
+        setting.models
+    };
+    let discover = setting.discover_models && matches!(provider, Provider::OpenAi(_));
+    Ok(ProviderEntry::new(
+        setting.name,
+        provider,
+        setting.max_concurrency,
+        models,
+        setting.model_prefixes,
+        discover,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_with_two_providers_routes_by_name_and_prefix() {
+        let file: ProvidersFile = toml::from_str(
+            r#"
+            [[provider]]
+            name = "ollama"
+            base_url = "http://127.0.0.1:11434/v1"
+            models = ["llama3.1:8b"]
+            discover_models = false
+
+            [[provider]]
+            name = "openai"
+            api_key_env = "TASKRUNNER_TEST_NO_SUCH_KEY"
+            model_prefixes = ["gpt-", "o1"]
+            max_concurrency = 8
+            "#,
+        )
+        .unwrap();
+        let router = router_from(file.providers).unwrap();
+        let provider = |m: &str| router.resolve(m).map(|e| e.name.clone());
+        assert_eq!(provider("llama3.1:8b").as_deref(), Some("ollama"));
+        assert_eq!(provider("gpt-4o").as_deref(), Some("openai"));
+        assert_eq!(provider("echo").as_deref(), Some("echo"));
+        assert_eq!(provider("mistral"), None);
+    }
+
+    #[test]
+    fn unknown_kinds_and_keys_are_refused() {
+        assert!(
+            toml::from_str::<ProvidersFile>("[[provider]]\nname = \"x\"\nbase = \"y\"").is_err()
+        );
+        let file: ProvidersFile =
+            toml::from_str("[[provider]]\nname = \"x\"\nkind = \"grpc\"").unwrap();
+        assert!(router_from(file.providers).is_err());
+    }
+
+    #[test]
+    fn with_nothing_configured_echo_is_served() {
+        let router = router_from(Vec::new()).unwrap();
+        let models = router.models();
+        assert_eq!(models.len(), 1);
+        assert_eq!(
+            (models[0].name.as_str(), models[0].provider.as_str()),
+            ("echo", "echo")
+        );
+    }
+}

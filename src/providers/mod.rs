@@ -1,0 +1,89 @@
+//! Model providers: where a task's prompt is sent, and how their failures are
+//! classified so the queue knows whether to retry.
+//!
+//! A [`Provider`] is an enum rather than a trait object: there are few kinds,
+//! each is plain data plus an HTTP client, and matching keeps calls static.
+
+pub mod config;
+pub mod echo;
+pub mod openai;
+pub mod routing;
+
+use std::time::Duration;
+
+/// What a provider is asked to do: one chat completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompletionRequest {
+    /// The model name as the provider knows it.
+    pub model: String,
+    /// The user's prompt.
+    pub prompt: String,
+    /// An optional system prompt, sent before the user's.
+    pub system: Option<String>,
+    /// Sampling temperature, if the task set one.
+    pub temperature: Option<f64>,
+    /// The most tokens the answer may have, if the task set a limit.
+    pub max_tokens: Option<i32>,
+}
+
+/// A provider's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The model's answer.
+    pub text: String,
+    /// Tokens in the prompt, as the provider counted them.
+    pub prompt_tokens: Option<i32>,
+    /// Tokens in the answer, as the provider counted them.
+    pub completion_tokens: Option<i32>,
+}
+
+/// Why a provider call failed, and whether trying again may help.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderError {
+    /// A timeout, a connection error, 408, 409, 429 or 5xx: try again later,
+    /// no sooner than `retry_after` when the provider said so.
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Any other refusal (400, 401, 403, 404, 422, …): trying again cannot help.
+    Permanent { message: String },
+}
+
+impl ProviderError {
+    /// The message recorded in the task's `error`.
+    pub fn message(&self) -> &str {
+        match self {
+            ProviderError::Retryable { message, .. } | ProviderError::Permanent { message } => {
+                message
+            }
+        }
+    }
+}
+
+/// A configured provider.
+#[derive(Debug, Clone)]
+pub enum Provider {
+    /// Answers with the prompt; needs no network.
+    Echo(echo::EchoProvider),
+    /// Any server that speaks OpenAI's chat completions API.
+    OpenAi(openai::OpenAiProvider),
+}
+
+impl Provider {
+    /// Sends one completion request.
+    pub async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+        match self {
+            Provider::Echo(provider) => provider.complete(request).await,
+            Provider::OpenAi(provider) => provider.complete(request).await,
+        }
+    }
+
+    /// The models the provider says it serves, when it can say.
+    pub async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
+        match self {
+            Provider::Echo(_) => Ok(vec![echo::ECHO_MODEL.to_owned()]),
+            Provider::OpenAi(provider) => provider.list_models().await,
+        }
+    }
+}

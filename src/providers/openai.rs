@@ -1,0 +1,401 @@
+//! The provider for any server that speaks OpenAI's chat completions API:
+//! OpenAI itself, or a local server such as Ollama, vLLM or llama.cpp.
+//!
+//! It uses `reqwest` directly rather than async-openai. The queue owns retries
+//! and counts every attempt, so one call must be exactly one HTTP request, and
+//! we need its raw status code and `Retry-After` header; async-openai's client
+//! retries 429 and 5xx by itself, with no bound.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{RequestBuilder, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::providers::{Completion, CompletionRequest, ProviderError};
+
+/// How long to wait for a TCP (and TLS) connection, within the whole-request timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest `Retry-After` we honour: a provider asking for a day is not a plan.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
+/// How much of an error body that is not OpenAI-shaped we keep in the message.
+const MAX_BODY_EXCERPT: usize = 500;
+
+/// Where an OpenAI-compatible server is and how to talk to it.
+#[derive(Clone)]
+pub struct OpenAiConfig {
+    /// The provider's name, e.g. "openai"; it prefixes every error message.
+    pub name: String,
+    /// The API root, e.g. `http://localhost:11434/v1`; a trailing slash is tolerated.
+    pub base_url: String,
+    /// The API key; `None` or empty (as local servers need) sends no `Authorization`.
+    pub api_key: Option<String>,
+    /// The most one request may take, from connecting to the last byte of the answer.
+    pub timeout: Duration,
+}
+
+// Written out rather than derived so that logging a config never logs its key.
+impl fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiConfig")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// A client for one OpenAI-compatible server; cheap to clone (the connection pool is shared).
+#[derive(Debug, Clone)]
+pub struct OpenAiProvider {
+    name: String,
+    base_url: String,
+    api_key: Option<ApiKey>,
+    timeout: Duration,
+    client: reqwest::Client,
+}
+
+/// An API key whose `Debug` does not show it.
+#[derive(Clone)]
+struct ApiKey(String);
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl OpenAiProvider {
+    /// Checks the configuration and builds the HTTP client all calls share.
+    pub fn new(config: OpenAiConfig) -> anyhow::Result<Self> {
+        let base_url = config.base_url.trim().trim_end_matches('/').to_owned();
+        let url = reqwest::Url::parse(&base_url)
+            .with_context(|| format!("{}: invalid base URL {base_url:?}", config.name))?;
+        anyhow::ensure!(
+            matches!(url.scheme(), "http" | "https"),
+            "{}: the base URL {base_url:?} must start with http:// or https://",
+            config.name
+        );
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(config.timeout)
+            .user_agent(concat!("taskrunner/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("cannot build the HTTP client")?;
+        let api_key = config
+            .api_key
+            .map(|key| key.trim().to_owned())
+            .filter(|key| !key.is_empty())
+            .map(ApiKey);
+        Ok(OpenAiProvider {
+            name: config.name,
+            base_url,
+            api_key,
+            timeout: config.timeout,
+            client,
+        })
+    }
+
+    /// The provider's name, as configured.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The API root, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Asks for one chat completion (`POST /chat/completions`, not streamed).
+    pub async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+        let system = request.system.as_ref();
+        let system = system.map(|text| json!({"role": "system", "content": text}));
+        let user = json!({"role": "user", "content": request.prompt});
+        let messages: Vec<_> = system.into_iter().chain([user]).collect();
+        let mut body = json!({"model": request.model, "messages": messages, "stream": false});
+        if let Some(temperature) = request.temperature {
+            body["temperature"] = json!(temperature);
+        }
+        if let Some(max_tokens) = request.max_tokens {
+            body["max_tokens"] = json!(max_tokens);
+        }
+        let url = format!("{}/chat/completions", self.base_url);
+        let answer: ChatResponse = self.call(self.client.post(url).json(&body)).await?;
+
+        let text = answer
+            .choices
+            .into_iter()
+            .next()
+            .and_then(|choice| choice.message)
+            .and_then(|message| message.content);
+        let Some(text) = text else {
+            return Err(ProviderError::Permanent {
+                message: format!("{}: the provider returned no answer", self.name),
+            });
+        };
+        let usage = answer.usage.unwrap_or_default();
+        Ok(Completion {
+            text,
+            prompt_tokens: usage.prompt_tokens.map(clamp_to_i32),
+            completion_tokens: usage.completion_tokens.map(clamp_to_i32),
+        })
+    }
+
+    /// The ids of the models the server offers (`GET /models`), sorted.
+    pub async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
+        let url = format!("{}/models", self.base_url);
+        let list: ModelList = self.call(self.client.get(url)).await?;
+        let mut ids: Vec<String> = list.data.into_iter().map(|model| model.id).collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Sends one request, classifies any failure, and parses a 2xx body as `T`.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        request: RequestBuilder,
+    ) -> Result<T, ProviderError> {
+        let request = match &self.api_key {
+            Some(ApiKey(key)) => request.bearer_auth(key), // marks the header sensitive
+            None => request,
+        };
+        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        let retry_after = retry_after(status, response.headers(), Utc::now());
+        let body = response
+            .text()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        if !status.is_success() {
+            let message = self.redact(format!(
+                "{}: HTTP {}{}",
+                self.name,
+                status,
+                provider_message(&body).map_or_else(String::new, |m| format!(": {m}")),
+            ));
+            return Err(if is_retryable(status) {
+                ProviderError::Retryable {
+                    message,
+                    retry_after,
+                }
+            } else {
+                ProviderError::Permanent { message }
+            });
+        }
+        // A 2xx we cannot parse is most often a proxy or gateway answering for
+        // the provider (an HTML page, a truncated body), which passes; the queue
+        // bounds the attempts, so retrying costs little and giving up loses a task.
+        serde_json::from_str(&body).map_err(|e| ProviderError::Retryable {
+            message: self.redact(format!(
+                "{}: invalid response from provider: {e}: {}",
+                self.name,
+                excerpt(&body)
+            )),
+            retry_after: None,
+        })
+    }
+
+    /// Classifies a failure to send the request or read the answer.
+    fn transport_error(&self, error: &reqwest::Error) -> ProviderError {
+        let message = if error.is_timeout() {
+            let seconds = self.timeout.as_secs_f64();
+            format!("{}: timed out after {seconds}s", self.name)
+        } else {
+            let what = if error.is_connect() {
+                "cannot connect"
+            } else {
+                "request failed"
+            };
+            format!("{}: {what}: {}", self.name, error_chain(error))
+        };
+        ProviderError::Retryable {
+            message,
+            retry_after: None,
+        }
+    }
+
+    /// Removes the API key from text the provider sent back, in case it echoed
+    /// our headers. Short keys are left alone: they would mangle ordinary words.
+    fn redact(&self, message: String) -> String {
+        match &self.api_key {
+            Some(ApiKey(key)) if key.len() >= 8 => message.replace(key.as_str(), "<redacted>"),
+            _ => message,
+        }
+    }
+}
+
+/// The parts of a chat completion we use.
+#[derive(Deserialize)]
+struct ChatResponse {
+    #[serde(default)]
+    choices: Vec<Choice>,
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: Option<AnswerMessage>,
+}
+
+#[derive(Deserialize)]
+struct AnswerMessage {
+    content: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Usage {
+    prompt_tokens: Option<i64>,
+    completion_tokens: Option<i64>,
+}
+
+/// The body of `GET /models`.
+#[derive(Deserialize)]
+struct ModelList {
+    data: Vec<Model>,
+}
+
+#[derive(Deserialize)]
+struct Model {
+    id: String,
+}
+
+/// Whether a refusal with this status may go away if we try again.
+fn is_retryable(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 409 | 429) || status.is_server_error()
+}
+
+/// How long a 429 or 503 asked us to wait, from `Retry-After` in either of its
+/// forms (seconds, or an HTTP date); a past date means now, and it is capped.
+fn retry_after(status: StatusCode, headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    if !matches!(status.as_u16(), 429 | 503) {
+        return None;
+    }
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let wait = match value.parse::<i64>() {
+        Ok(seconds) => Duration::from_secs(u64::try_from(seconds).unwrap_or(0)),
+        Err(_) => {
+            let at = DateTime::parse_from_rfc2822(value).ok()?;
+            (at.with_timezone(&Utc) - now)
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// The provider's own explanation from an error body: OpenAI's
+/// `{"error": {"message": …}}`, the bare `{"error": "…"}` some compatible
+/// servers send, or else the start of the body.
+fn provider_message(body: &str) -> Option<String> {
+    let json = serde_json::from_str::<serde_json::Value>(body).ok();
+    let error = json.as_ref().and_then(|json| json.get("error"));
+    let explained = error.and_then(|error| error.get("message").unwrap_or(error).as_str());
+    let message = excerpt(explained.unwrap_or(body));
+    (!message.is_empty()).then_some(message)
+}
+
+/// At most [`MAX_BODY_EXCERPT`] characters of `text`, trimmed, marked when cut.
+fn excerpt(text: &str) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(MAX_BODY_EXCERPT) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// An error and its causes, e.g. "error sending request …: tcp connect error: Connection refused".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// A token count as the database stores it; nonsense counts are clamped, not rejected.
+fn clamp_to_i32(count: i64) -> i32 {
+    i32::try_from(count.max(0)).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_for_429_and_503_only() {
+        let now = DateTime::parse_from_rfc3339("2025-01-01T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        let cases = [
+            (429, "7", Some(7)),
+            (503, " 0 ", Some(0)),
+            (503, "-5", Some(0)),
+            (429, "Wed, 01 Jan 2025 12:00:30 GMT", Some(30)),
+            (503, "Wed, 01 Jan 2025 11:00:00 GMT", Some(0)),
+            (429, "86400", Some(3600)),
+            (429, "Thu, 02 Jan 2025 12:00:00 GMT", Some(3600)),
+            (429, "soon", None),
+            (500, "7", None),
+        ];
+        for (status, value, seconds) in cases {
+            let mut headers = HeaderMap::new();
+            headers.insert(RETRY_AFTER, value.parse().unwrap());
+            let status = StatusCode::from_u16(status).unwrap();
+            let expected = seconds.map(Duration::from_secs);
+            assert_eq!(
+                retry_after(status, &headers, now),
+                expected,
+                "{status} {value}"
+            );
+        }
+        assert_eq!(
+            retry_after(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), now),
+            None
+        );
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        let retryable = |status| is_retryable(StatusCode::from_u16(status).unwrap());
+        assert!(
+            [408, 409, 429, 500, 502, 503, 504, 599]
+                .into_iter()
+                .all(retryable)
+        );
+        assert!(
+            ![302, 400, 401, 403, 404, 413, 422]
+                .into_iter()
+                .any(retryable)
+        );
+    }
+
+    #[test]
+    fn provider_messages_are_found_or_cut_and_counts_clamped() {
+        let openai = r#"{"error": {"message": "Rate limit reached", "type": "requests"}}"#;
+        assert_eq!(
+            provider_message(openai).as_deref(),
+            Some("Rate limit reached")
+        );
+        let bare = r#"{"error": "model not found"}"#;
+        assert_eq!(provider_message(bare).as_deref(), Some("model not found"));
+        let html = " <h1>Bad Gateway</h1>\n";
+        assert_eq!(
+            provider_message(html).as_deref(),
+            Some("<h1>Bad Gateway</h1>")
+        );
+        assert_eq!(provider_message("  "), None);
+        let cut = provider_message(&"é".repeat(MAX_BODY_EXCERPT + 10)).unwrap();
+        assert_eq!(cut.chars().count(), MAX_BODY_EXCERPT + 1);
+        assert!(cut.ends_with('…'));
+        assert_eq!(clamp_to_i32(-1), 0);
+        assert_eq!(clamp_to_i32(i64::MAX), i32::MAX);
+    }
+}

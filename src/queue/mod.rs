@@ -1,0 +1,20 @@
+//! The queue and its workers, on the `tasks` table alone.
+//!
+//! - `store`: the claim, heartbeat, completion, rescue and release statements;
+//! - `listener`: LISTEN/NOTIFY wake-ups and cancellations on a dedicated connection;
+//! - `worker`: the process-wide runtime that claims tasks into free slots, runs
+//!   them on their provider, renews their leases and records their outcomes;
+//! - `outcome`: how an attempt ended, and the retry backoff.
+//!
+//! Guarantees (see ARCHITECTURE.md): a task runs at least once per attempt
+//! budget; a claimed task is one worker's at a time (SKIP LOCKED claims,
+//! leases); outcomes are fenced by (worker, attempt), so a worker that lost
+//! its lease cannot overwrite its successor's work.
+
+mod listener;
+pub mod outcome;
+pub mod store;
+mod worker;
+
+pub use outcome::{Backoff, Outcome, Verdict};
+pub use worker::{Worker, WorkerConfig};

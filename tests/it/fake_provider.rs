@@ -1,0 +1,217 @@
+//! A fake OpenAI-compatible provider: a real HTTP server on 127.0.0.1 that
+//! answers chat completions according to the prompt, and records every call.
+//!
+//! Prompts it understands (anything else is echoed back, upper-cased):
+//! - `hang` — never answers (until the client goes away);
+//! - `hang-once:<x>` — never answers the first call; answers later ones;
+//! - `slow:<ms>:<x>` — answers after `ms` milliseconds;
+//! - `status:<code>` — answers every call with that HTTP status;
+//! - `status:<code>:retry-after:<s>` — the same, with a Retry-After header;
+//! - `flaky:<n>:<x>` — answers 500 to the first `n` calls, then succeeds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// One call the fake received.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub prompt: String,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct Record {
+    calls: Vec<Call>,
+    per_prompt: HashMap<String, usize>,
+    /// Calls whose client went away before the answer (the handler was dropped).
+    aborted: Vec<String>,
+}
+
+/// The running fake.
+#[derive(Clone)]
+pub struct FakeProvider {
+    pub base_url: String,
+    record: Arc<Mutex<Record>>,
+}
+
+impl FakeProvider {
+    pub async fn start() -> FakeProvider {
+        let record = Arc::new(Mutex::new(Record::default()));
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", axum::routing::post(complete))
+            .route("/v1/models", axum::routing::get(models))
+            .with_state(Arc::clone(&record));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake provider");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeProvider {
+            base_url: format!("http://{address}/v1"),
+            record,
+        }
+    }
+
+    /// Every call so far, in order of arrival.
+    pub fn calls(&self) -> Vec<Call> {
+        self.record
+            .lock()
+            .map(|r| r.calls.clone())
+            .unwrap_or_default()
+    }
+
+    /// How many calls carried `prompt`.
+    pub fn calls_for(&self, prompt: &str) -> usize {
+        self.record
+            .lock()
+            .map(|r| r.per_prompt.get(prompt).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Prompts of calls that were abandoned by the client mid-flight.
+    pub fn aborted(&self) -> Vec<String> {
+        self.record
+            .lock()
+            .map(|r| r.aborted.clone())
+            .unwrap_or_default()
+    }
+
+    /// Waits until `prompt` has been called `n` times.
+    pub async fn wait_for_calls(&self, prompt: &str, n: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.calls_for(prompt) < n {
+            assert!(
+                Instant::now() < deadline,
+                "{prompt:?} was not called {n} times within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Provider settings pointing an OpenAI-compatible provider at this fake,
+    /// serving every model name.
+    pub fn settings(&self) -> taskrunner::providers::config::ProviderSettings {
+        let toml = format!(
+            "name = \"fake\"\nbase_url = \"{}\"\nmodel_prefixes = [\"\"]\ndiscover_models = false\ntimeout_seconds = 60",
+            self.base_url
+        );
+        toml::from_str(&toml).expect("fake provider settings")
+    }
+
+    /// A model router whose every model goes to this fake.
+    pub fn router(&self) -> Arc<taskrunner::providers::routing::ModelRouter> {
+        Arc::new(taskrunner::providers::config::router_from(vec![self.settings()]).expect("router"))
+    }
+}
+
+/// Marks a call aborted unless it answered.
+struct AbortGuard {
+    record: Arc<Mutex<Record>>,
+    prompt: String,
+    answered: bool,
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if !self.answered
+            && let Ok(mut record) = self.record.lock()
+        {
+            record.aborted.push(self.prompt.clone());
+        }
+    }
+}
+
+async fn models() -> Json<Value> {
+    Json(json!({ "object": "list", "data": [{ "id": "fake-small" }, { "id": "fake-large" }] }))
+}
+
+async fn complete(
+    State(record): State<Arc<Mutex<Record>>>,
+    _headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let prompt = body["messages"]
+        .as_array()
+        .and_then(|messages| messages.last())
+        .and_then(|message| message["content"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let call_number = {
+        let Ok(mut record) = record.lock() else {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
+        record.calls.push(Call {
+            prompt: prompt.clone(),
+            at: Instant::now(),
+        });
+        let count = record.per_prompt.entry(prompt.clone()).or_insert(0);
+        *count += 1;
+        *count
+    };
+    let mut guard = AbortGuard {
+        record,
+        prompt: prompt.clone(),
+        answered: false,
+    };
+    let parts: Vec<&str> = prompt.split(':').collect();
+    let response = match parts.as_slice() {
+        ["hang"] => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            answer("never")
+        }
+        ["hang-once", rest @ ..] => {
+            if call_number == 1 {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            answer(&rest.join(":"))
+        }
+        ["slow", ms, rest @ ..] => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+            answer(&rest.join(":"))
+        }
+        ["status", code] => error(code.parse().unwrap_or(500), None),
+        ["status", code, "retry-after", seconds] => {
+            error(code.parse().unwrap_or(500), Some(seconds))
+        }
+        ["flaky", failures, rest @ ..] => {
+            if call_number <= failures.parse().unwrap_or(0) {
+                error(500, None)
+            } else {
+                answer(&rest.join(":"))
+            }
+        }
+        _ => answer(&prompt.to_uppercase()),
+    };
+    guard.answered = true;
+    response
+}
+
+fn answer(text: &str) -> Response {
+    Json(json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "choices": [{ "index": 0, "message": { "role": "assistant", "content": text }, "finish_reason": "stop" }],
+        "usage": { "prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18 }
+    }))
+    .into_response()
+}
+
+fn error(code: u16, retry_after: Option<&str>) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = Json(
+        json!({ "error": { "message": format!("fake provider says {code}"), "type": "test" } }),
+    );
+    match retry_after {
+        Some(seconds) => (status, [("retry-after", seconds.to_owned())], body).into_response(),
+        None => (status, body).into_response(),
+    }
+}
