@@ -94,6 +94,15 @@ impl From<DieselError> for ApiError {
                 tracing::warn!(error = %error, "database connection lost");
                 ApiError::ServiceUnavailable
             }
+            // The server ended the session (a restart, a failover, an
+            // administrator): diesel reports these as Unknown, so their
+            // messages (SQLSTATE 57P01-57P03) are the only sign.
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if is_server_going_away(info.message()) =>
+            {
+                tracing::warn!(error = %error, "database session ended by the server");
+                ApiError::ServiceUnavailable
+            }
             DieselError::DatabaseError(DatabaseErrorKind::CheckViolation, info) => {
                 match info.constraint_name().and_then(field_of_constraint) {
                     Some((field, rule)) => ApiError::bad_input(field, rule),
@@ -103,6 +112,13 @@ impl From<DieselError> for ApiError {
             _ => ApiError::Internal(error.into()),
         }
     }
+}
+
+/// Whether a server message says the session or the server is going away.
+fn is_server_going_away(message: &str) -> bool {
+    message.starts_with("terminating connection")
+        || message.starts_with("the database system is")
+        || message.contains("connection closed")
 }
 
 /// The input field and rule behind each CHECK constraint of the `tasks` table,

@@ -98,7 +98,7 @@ pub struct Worker {
     background: JoinSet<()>,
     claim_loop: tokio::task::JoinHandle<()>,
     completer: tokio::task::JoinHandle<()>,
-    outcomes: mpsc::UnboundedSender<(Outcome, OwnedSemaphorePermit)>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
 }
 
 impl Worker {
@@ -233,7 +233,7 @@ fn worker_id() -> String {
 /// polling interval).
 async fn claim_loop(
     shared: Arc<Shared>,
-    outcomes: mpsc::UnboundedSender<(Outcome, OwnedSemaphorePermit)>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
     mut stop: watch::Receiver<bool>,
 ) {
     let config = &shared.config;
@@ -241,7 +241,14 @@ async fn claim_loop(
     while !*stop.borrow() {
         let mut sleep_for = config.poll_interval;
         loop {
-            let free = shared.slots.available_permits().min(config.claim_batch);
+            // Finished attempts whose outcomes are still being written keep
+            // their place in `in_flight`; at most one slot's worth waits.
+            let backlog_room = (2 * config.slots).saturating_sub(shared.in_flight().len());
+            let free = shared
+                .slots
+                .available_permits()
+                .min(config.claim_batch)
+                .min(backlog_room);
             if free == 0 {
                 break;
             }
@@ -299,7 +306,7 @@ fn start_attempt(
     shared: &Arc<Shared>,
     task: Task,
     permit: OwnedSemaphorePermit,
-    outcomes: mpsc::UnboundedSender<(Outcome, OwnedSemaphorePermit)>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
 ) {
     let (stop, stopped) = oneshot::channel();
     shared
@@ -308,17 +315,17 @@ fn start_attempt(
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
         let (task_id, attempt) = (task.id, task.attempts);
-        let run = AssertUnwindSafe(run_attempt(&shared, task)).catch_unwind();
+        let run = guard_panics(attempt, shared.config.backoff, run_attempt(&shared, task));
         let verdict = tokio::select! {
-            ran = run => Some(ran.unwrap_or_else(|panic| Verdict::Retry {
-                error: format!("the worker panicked while running the task: {}", panic_message(&panic)),
-                delay: shared.config.backoff.delay(attempt, None),
-            })),
+            verdict = run => Some(verdict),
             reason = stopped => match reason {
                 Ok(StopReason::Cancel) => Some(Verdict::Cancelled),
                 Ok(StopReason::LeaseLost) | Ok(StopReason::Shutdown) | Err(_) => None,
             },
         };
+        // The slot is free as soon as the attempt is: the next claim overlaps
+        // with writing this outcome.
+        drop(permit);
         match verdict {
             Some(verdict) => {
                 let outcome = Outcome {
@@ -326,18 +333,17 @@ fn start_attempt(
                     attempt,
                     verdict,
                 };
-                if outcomes.send((outcome, permit)).is_err() {
+                if outcomes.send(outcome).is_err() {
                     shared.in_flight().remove(&task_id);
                     shared.settled.notify_waiters();
                 }
             }
             None => {
                 shared.in_flight().remove(&task_id);
-                drop(permit);
                 shared.settled.notify_waiters();
-                shared.wake.notify_one();
             }
         }
+        shared.wake.notify_one();
     });
 }
 
@@ -376,24 +382,37 @@ async fn run_attempt(shared: &Shared, task: Task) -> Verdict {
     }
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_owned())
+/// Turns a panic while running an attempt into a failed (retryable) attempt,
+/// so that one task's bug never takes the worker down.
+async fn guard_panics(
+    attempt: i32,
+    backoff: Backoff,
+    run: impl std::future::Future<Output = Verdict>,
+) -> Verdict {
+    AssertUnwindSafe(run)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".to_owned());
+            tracing::error!(%message, "a task panicked");
+            Verdict::Retry {
+                error: format!("the worker panicked while running the task: {message}"),
+                delay: backoff.delay(attempt, None),
+            }
+        })
 }
 
 /// Writes outcomes in batches: whatever has finished while the last batch was
-/// being written goes in the next. Slots are freed once their outcome is stored.
-async fn record_outcomes(
-    shared: Arc<Shared>,
-    mut received: mpsc::UnboundedReceiver<(Outcome, OwnedSemaphorePermit)>,
-) {
+/// being written goes in the next.
+async fn record_outcomes(shared: Arc<Shared>, mut received: mpsc::UnboundedReceiver<Outcome>) {
     const BATCH: usize = 1024;
     let mut batch = Vec::with_capacity(BATCH);
     while received.recv_many(&mut batch, BATCH).await > 0 {
-        let outcomes: Vec<Outcome> = batch.iter().map(|(outcome, _)| outcome.clone()).collect();
+        let outcomes = std::mem::take(&mut batch);
         let mut failures = 0u32;
         let written = loop {
             let result = match shared.pool.get().await {
@@ -428,7 +447,6 @@ async fn record_outcomes(
                 in_flight.remove(&outcome.task_id);
             }
         }
-        batch.clear(); // frees the slots
         shared.settled.notify_waiters();
         shared.wake.notify_one();
     }
@@ -501,5 +519,32 @@ async fn rescuer(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
             Err(error) => tracing::warn!(%error, "could not rescue expired leases"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_attempt_becomes_a_retryable_failure() {
+        let verdict = guard_panics(1, Backoff::default(), async {
+            if std::hint::black_box(true) {
+                panic!("index out of bounds");
+            }
+            Verdict::Cancelled
+        })
+        .await;
+        match verdict {
+            Verdict::Retry { error, .. } => {
+                assert!(error.contains("index out of bounds"), "{error}")
+            }
+            other => panic!("expected a retry, got {other:?}"),
+        }
+        // And an attempt that does not panic passes through untouched.
+        assert_eq!(
+            guard_panics(1, Backoff::default(), async { Verdict::Cancelled }).await,
+            Verdict::Cancelled
+        );
     }
 }

@@ -226,6 +226,7 @@ async fn an_unreachable_database_is_service_unavailable_within_seconds() {
 async fn a_database_that_vanishes_mid_flight_is_service_unavailable() {
     let app = TestApp::new().await;
     app.create(json!({ "prompt": "p", "model": "m" })).await;
+    let mut held = app.state.db().await.unwrap();
     // Kill every connection of the pool, as a database restart would.
     crate::harness::admin(&format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
@@ -233,6 +234,16 @@ async fn a_database_that_vanishes_mid_flight_is_service_unavailable() {
     ))
     .await
     .unwrap();
+    // A query on a connection the server ended is SERVICE_UNAVAILABLE.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let error = taskrunner::tasks::store::count(&mut held, &Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        taskrunner::error::ApiError::from(error).code(),
+        "SERVICE_UNAVAILABLE"
+    );
+    drop(held);
     let response = app.gql("{ tasks { totalCount } }", json!({})).await;
     let code = response["errors"][0]["extensions"]["code"].as_str();
     // The pooled connection was dead: the client is told to retry, not given a 500…
