@@ -35,7 +35,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run workers only (no HTTP): start as many as you like, on as many
     /// machines, against one PostgreSQL.
-    Worker(WorkerCommandArgs),
+    Worker(RunArgs),
     /// Apply pending database migrations, then exit.
     Migrate(DatabaseArgs),
     /// Print the GraphQL schema (SDL) to stdout, as checked in to `schema.graphql`.
@@ -50,18 +50,13 @@ pub struct ServeArgs {
     pub bind: SocketAddr,
 
     #[command(flatten)]
-    pub database: DatabaseArgs,
-
-    #[command(flatten)]
-    pub worker: WorkerArgs,
-
-    #[command(flatten)]
-    pub providers: ProviderArgs,
+    pub run: RunArgs,
 }
 
-/// Options of the `worker` command.
+/// What both `serve` and `worker` need: the database, how to run tasks, and
+/// where the providers are (the options of the `worker` command).
 #[derive(Debug, Clone, Args)]
-pub struct WorkerCommandArgs {
+pub struct RunArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
 

@@ -163,3 +163,18 @@ impl From<ApiError> for async_graphql::Error {
         })
     }
 }
+
+/// An error and its causes in one line ("error sending request: tcp connect
+/// error: Connection refused"), skipping a cause its parent already quotes.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::app::AppState;
-use crate::config::{DatabaseArgs, ProviderArgs, ServeArgs, WorkerArgs, WorkerCommandArgs};
+use crate::config::{DatabaseArgs, ProviderArgs, RunArgs, ServeArgs, WorkerArgs};
 use crate::db;
 use crate::providers::config::load_router;
 use crate::providers::routing::ModelRouter;
@@ -23,12 +23,13 @@ const MODEL_LIST_TIMEOUT: Duration = Duration::from_secs(10);
 /// workers) until Ctrl-C or SIGTERM. Requests in flight when the signal comes
 /// are finished; running tasks get the grace period.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let router = providers(&args.providers).await?;
-    let state = AppState::connect(&args.database, Arc::clone(&router)).await?;
-    let worker = start_worker(&state, &args.database, &args.worker).await;
-    let listener = TcpListener::bind(args.bind)
+    let ServeArgs { bind, run } = args;
+    let router = providers(&run.providers).await?;
+    let state = AppState::connect(&run.database, Arc::clone(&router)).await?;
+    let worker = start_worker(&state, &run.database, &run.worker).await;
+    let listener = TcpListener::bind(bind)
         .await
-        .with_context(|| format!("could not listen on {}", args.bind))?;
+        .with_context(|| format!("could not listen on {bind}"))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, "listening; GraphiQL at http://{address}/");
     let served = axum::serve(listener, crate::http::router(state))
@@ -44,7 +45,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Runs workers only, until Ctrl-C or SIGTERM.
-pub async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
+pub async fn worker(args: RunArgs) -> anyhow::Result<()> {
     if args.worker.workers == 0 {
         anyhow::bail!("--workers is 0: a worker process needs at least one slot");
     }

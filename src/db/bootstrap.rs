@@ -68,7 +68,7 @@ async fn wait_for_server(args: &DatabaseArgs, config: &Config, name: &str) -> an
                      -e POSTGRES_HOST_AUTH_METHOD=trust postgres:15`), or point \
                      DATABASE_URL at yours.",
                     redact_url(&args.database_url),
-                    describe(&error)
+                    crate::error::error_chain(&error)
                 );
             }
         }
@@ -153,21 +153,6 @@ fn is_transient(error: &ProbeError) -> bool {
         ]
         .contains(code),
     }
-}
-
-/// The driver's error with its cause, which holds the useful part
-/// ("Connection refused", "password authentication failed", …).
-fn describe(error: &ProbeError) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The connection URL with any password replaced by `***`, for messages.

@@ -1,6 +1,7 @@
 //! Changing tasks: create, update, delete.
 
 use async_graphql::{Context, ID, Object};
+use diesel::QueryResult;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -50,19 +51,12 @@ impl MutationRoot {
             state.check_model_is_served(model)?;
         }
         let mut conn = state.db().await?;
-        match store::update_pending(&mut conn, id, &changes)
-            .await
-            .map_err(ApiError::from)?
-        {
-            Outcome::Done(task) => Ok(TaskNode(task)),
-            Outcome::NotFound => Err(ApiError::NotFound(id).into()),
-            Outcome::WrongState(status) => Err(ApiError::Conflict {
-                id,
-                status,
-                action: "only PENDING tasks can be changed",
-            }
-            .into()),
-        }
+        let outcome = store::update_pending(&mut conn, id, &changes).await;
+        Ok(TaskNode(settle(
+            id,
+            outcome,
+            "only PENDING tasks can be changed",
+        )?))
     }
 
     /// Cancels a task. A PENDING task is CANCELLED at once; a RUNNING one is
@@ -75,16 +69,12 @@ impl MutationRoot {
     ) -> async_graphql::Result<TaskNode> {
         let id = parse_task_id(&id)?;
         let mut conn = ctx.data::<AppState>()?.db().await?;
-        match store::cancel(&mut conn, id).await.map_err(ApiError::from)? {
-            Outcome::Done(task) => Ok(TaskNode(task)),
-            Outcome::NotFound => Err(ApiError::NotFound(id).into()),
-            Outcome::WrongState(status) => Err(ApiError::Conflict {
-                id,
-                status,
-                action: "only PENDING or RUNNING tasks can be cancelled",
-            }
-            .into()),
-        }
+        let outcome = store::cancel(&mut conn, id).await;
+        Ok(TaskNode(settle(
+            id,
+            outcome,
+            "only PENDING or RUNNING tasks can be cancelled",
+        )?))
     }
 
     /// Queues a FAILED or CANCELLED task again as PENDING, with a fresh attempt
@@ -96,16 +86,12 @@ impl MutationRoot {
     ) -> async_graphql::Result<TaskNode> {
         let id = parse_task_id(&id)?;
         let mut conn = ctx.data::<AppState>()?.db().await?;
-        match store::retry(&mut conn, id).await.map_err(ApiError::from)? {
-            Outcome::Done(task) => Ok(TaskNode(task)),
-            Outcome::NotFound => Err(ApiError::NotFound(id).into()),
-            Outcome::WrongState(status) => Err(ApiError::Conflict {
-                id,
-                status,
-                action: "only FAILED or CANCELLED tasks can be retried",
-            }
-            .into()),
-        }
+        let outcome = store::retry(&mut conn, id).await;
+        Ok(TaskNode(settle(
+            id,
+            outcome,
+            "only FAILED or CANCELLED tasks can be retried",
+        )?))
     }
 
     /// Deletes a task and returns its id; CONFLICT while a worker is running it.
@@ -116,15 +102,22 @@ impl MutationRoot {
     ) -> async_graphql::Result<ID> {
         let id = parse_task_id(&id)?;
         let mut conn = ctx.data::<AppState>()?.db().await?;
-        match store::delete(&mut conn, id).await.map_err(ApiError::from)? {
-            Outcome::Done(id) => Ok(ID(id.to_string())),
-            Outcome::NotFound => Err(ApiError::NotFound(id).into()),
-            Outcome::WrongState(status) => Err(ApiError::Conflict {
-                id,
-                status,
-                action: "cancel it first, or wait for it to finish",
-            }
-            .into()),
-        }
+        let outcome = store::delete(&mut conn, id).await;
+        let deleted = settle(id, outcome, "cancel it first, or wait for it to finish")?;
+        Ok(ID(deleted.to_string()))
+    }
+}
+
+/// The result of a guarded change to task `id`: its value, NOT_FOUND, or
+/// CONFLICT explained by `action`.
+fn settle<T>(
+    id: i64,
+    outcome: QueryResult<Outcome<T>>,
+    action: &'static str,
+) -> Result<T, ApiError> {
+    match outcome? {
+        Outcome::Done(value) => Ok(value),
+        Outcome::NotFound => Err(ApiError::NotFound(id)),
+        Outcome::WrongState(status) => Err(ApiError::Conflict { id, status, action }),
     }
 }

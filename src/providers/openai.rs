@@ -211,7 +211,11 @@ impl OpenAiProvider {
             } else {
                 "request failed"
             };
-            format!("{}: {what}: {}", self.name, error_chain(error))
+            format!(
+                "{}: {what}: {}",
+                self.name,
+                crate::error::error_chain(error)
+            )
         };
         ProviderError::Retryable {
             message,
@@ -306,18 +310,6 @@ fn excerpt(text: &str) -> String {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_owned(),
     }
-}
-
-/// An error and its causes, e.g. "error sending request …: tcp connect error: Connection refused".
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 /// A token count as the database stores it; nonsense counts are clamped, not rejected.

@@ -111,37 +111,27 @@ fn validate_prompt(prompt: String) -> Result<String, InvalidField> {
     if prompt.trim().is_empty() {
         return Err(InvalidField::new("prompt", "must not be empty"));
     }
-    let chars = prompt.chars().count();
-    if chars > MAX_PROMPT_CHARS {
-        return Err(InvalidField::new(
-            "prompt",
-            format!("is {chars} characters long; the limit is {MAX_PROMPT_CHARS}"),
-        ));
-    }
-    if prompt.contains('\0') {
-        return Err(InvalidField::new(
-            "prompt",
-            "must not contain NUL characters",
-        ));
-    }
-    Ok(prompt)
+    validate_text("prompt", prompt)
 }
 
 fn validate_system(system: String) -> Result<String, InvalidField> {
-    let chars = system.chars().count();
+    validate_text("system", system)
+}
+
+/// The rules every long text field follows: a length limit, and no NUL
+/// (which PostgreSQL's text type cannot hold).
+fn validate_text(field: &'static str, text: String) -> Result<String, InvalidField> {
+    let chars = text.chars().count();
     if chars > MAX_PROMPT_CHARS {
         return Err(InvalidField::new(
-            "system",
+            field,
             format!("is {chars} characters long; the limit is {MAX_PROMPT_CHARS}"),
         ));
     }
-    if system.contains('\0') {
-        return Err(InvalidField::new(
-            "system",
-            "must not contain NUL characters",
-        ));
+    if text.contains('\0') {
+        return Err(InvalidField::new(field, "must not contain NUL characters"));
     }
-    Ok(system)
+    Ok(text)
 }
 
 fn validate_temperature(temperature: f64) -> Result<f64, InvalidField> {
