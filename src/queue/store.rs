@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Double, Integer, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
@@ -21,28 +23,11 @@ pub async fn claim_batch(
     limit: i64,
     lease: Duration,
 ) -> QueryResult<Vec<Task>> {
-    diesel::sql_query(
-        "WITH next AS (
-             SELECT id FROM tasks
-             WHERE status = 'pending' AND run_at <= now()
-             ORDER BY priority DESC, created_at, id
-             LIMIT $1
-             FOR UPDATE SKIP LOCKED
-         )
-         UPDATE tasks AS t
-         SET status = 'running',
-             attempts = t.attempts + 1,
-             worker_id = $2,
-             lease_expires_at = now() + make_interval(secs => $3),
-             started_at = now(),
-             finished_at = NULL
-         FROM next
-         WHERE t.id = next.id
-         RETURNING t.*",
-    )
-    .bind::<BigInt, _>(limit)
-    .bind::<Text, _>(worker_id)
-    .bind::<Double, _>(lease.as_secs_f64())
+    ClaimStatement {
+        limit,
+        worker_id,
+        lease_seconds: lease.as_secs_f64(),
+    }
     .load(conn)
     .await
 }
@@ -61,80 +46,12 @@ pub async fn record_outcomes(
     if outcomes.is_empty() {
         return Ok(Vec::new());
     }
-    let mut ids = Vec::with_capacity(outcomes.len());
-    let mut attempts = Vec::with_capacity(outcomes.len());
-    let mut verdicts = Vec::with_capacity(outcomes.len());
-    let mut results = Vec::with_capacity(outcomes.len());
-    let mut errors = Vec::with_capacity(outcomes.len());
-    let mut prompt_tokens = Vec::with_capacity(outcomes.len());
-    let mut completion_tokens = Vec::with_capacity(outcomes.len());
-    let mut delays = Vec::with_capacity(outcomes.len());
-    for outcome in outcomes {
-        ids.push(outcome.task_id);
-        attempts.push(outcome.attempt);
-        let (verdict, result, error, usage, delay) = outcome.verdict.columns();
-        verdicts.push(verdict);
-        results.push(result);
-        errors.push(error);
-        prompt_tokens.push(usage.0);
-        completion_tokens.push(usage.1);
-        delays.push(delay.as_secs_f64());
-    }
     #[derive(QueryableByName)]
     struct Written {
         #[diesel(sql_type = BigInt)]
         id: i64,
     }
-    let written: Vec<Written> = diesel::sql_query(
-        "UPDATE tasks AS t
-         SET status = CASE
-                 WHEN v.verdict = 'succeeded' THEN 'succeeded'
-                 WHEN t.cancel_requested OR v.verdict = 'cancelled' THEN 'cancelled'
-                 WHEN v.verdict = 'retry' AND t.attempts < t.max_attempts THEN 'pending'
-                 ELSE 'failed'
-             END::task_status,
-             result = CASE WHEN v.verdict = 'succeeded' THEN v.result END,
-             error = CASE
-                 WHEN v.verdict = 'succeeded' THEN NULL
-                 WHEN t.cancel_requested AND v.verdict <> 'cancelled' THEN 'cancelled while running'
-                 WHEN v.verdict = 'retry' AND t.attempts >= t.max_attempts
-                     THEN v.error || ' (all ' || t.max_attempts || ' attempts used)'
-                 ELSE v.error
-             END,
-             prompt_tokens = v.prompt_tokens,
-             completion_tokens = v.completion_tokens,
-             run_at = CASE
-                 WHEN v.verdict = 'retry' AND NOT t.cancel_requested AND t.attempts < t.max_attempts
-                     THEN now() + make_interval(secs => v.delay_seconds)
-                 ELSE t.run_at
-             END,
-             finished_at = CASE
-                 WHEN v.verdict = 'retry' AND NOT t.cancel_requested AND t.attempts < t.max_attempts
-                     THEN NULL
-                 ELSE now()
-             END,
-             worker_id = NULL,
-             lease_expires_at = NULL
-         FROM unnest($2::bigint[], $3::int[], $4::text[], $5::text[], $6::text[],
-                     $7::int[], $8::int[], $9::float8[])
-              AS v(id, attempt, verdict, result, error, prompt_tokens, completion_tokens, delay_seconds)
-         WHERE t.id = v.id
-           AND t.status = 'running'
-           AND t.worker_id = $1
-           AND t.attempts = v.attempt
-         RETURNING t.id",
-    )
-    .bind::<Text, _>(worker_id)
-    .bind::<Array<BigInt>, _>(ids)
-    .bind::<Array<Integer>, _>(attempts)
-    .bind::<Array<Text>, _>(verdicts)
-    .bind::<Array<Nullable<Text>>, _>(results)
-    .bind::<Array<Nullable<Text>>, _>(errors)
-    .bind::<Array<Nullable<Integer>>, _>(prompt_tokens)
-    .bind::<Array<Nullable<Integer>>, _>(completion_tokens)
-    .bind::<Array<Double>, _>(delays)
-    .load(conn)
-    .await?;
+    let written: Vec<Written> = RecordStatement::new(worker_id, outcomes).load(conn).await?;
     Ok(written.into_iter().map(|row| row.id).collect())
 }
 
@@ -247,48 +164,192 @@ pub async fn next_due_at(conn: &mut AsyncPgConnection) -> QueryResult<Option<Dat
         .await
 }
 
-/// Marks the verdict columns of an outcome.
-impl Verdict {
-    /// (verdict, result, error, (prompt tokens, completion tokens), retry delay)
-    #[expect(clippy::type_complexity, reason = "the columns of one unnest row")]
-    fn columns(
-        &self,
-    ) -> (
-        String,
-        Option<String>,
-        Option<String>,
-        (Option<i32>, Option<i32>),
-        Duration,
-    ) {
-        match self {
-            Verdict::Succeeded(completion) => (
-                "succeeded".to_owned(),
-                Some(completion.text.clone()),
-                None,
-                (completion.prompt_tokens, completion.completion_tokens),
-                Duration::ZERO,
-            ),
-            Verdict::Retry { error, delay } => (
-                "retry".to_owned(),
-                None,
-                Some(error.clone()),
-                (None, None),
-                *delay,
-            ),
-            Verdict::Failed { error } => (
-                "failed".to_owned(),
-                None,
-                Some(error.clone()),
-                (None, None),
-                Duration::ZERO,
-            ),
-            Verdict::Cancelled => (
-                "cancelled".to_owned(),
-                None,
-                Some("cancelled while running".to_owned()),
-                (None, None),
-                Duration::ZERO,
-            ),
+// The two statements on the hot path are written as query nodes with fixed
+// SQL, so that diesel prepares each once per connection and reuses it
+// (`sql_query` is never cached: one more round trip per claim and per batch).
+
+/// The statement of [`claim_batch`].
+struct ClaimStatement<'a> {
+    limit: i64,
+    worker_id: &'a str,
+    lease_seconds: f64,
+}
+
+impl QueryId for ClaimStatement<'_> {
+    type QueryId = ClaimStatement<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for ClaimStatement<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl QueryFragment<Pg> for ClaimStatement<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "WITH next AS (
+                 SELECT id FROM tasks
+                 WHERE status = 'pending' AND run_at <= now()
+                 ORDER BY priority DESC, created_at, id
+                 LIMIT ",
+        );
+        out.push_bind_param::<BigInt, _>(&self.limit)?;
+        out.push_sql(
+            " FOR UPDATE SKIP LOCKED
+             )
+             UPDATE tasks AS t
+             SET status = 'running',
+                 attempts = t.attempts + 1,
+                 worker_id = ",
+        );
+        out.push_bind_param::<Text, _>(self.worker_id)?;
+        out.push_sql(", lease_expires_at = now() + make_interval(secs => ");
+        out.push_bind_param::<Double, _>(&self.lease_seconds)?;
+        out.push_sql(
+            "),
+                 started_at = now(),
+                 finished_at = NULL
+             FROM next
+             WHERE t.id = next.id
+             RETURNING t.*",
+        );
+        Ok(())
+    }
+}
+
+/// The statement of [`record_outcomes`]: one row of `unnest` per outcome.
+struct RecordStatement<'a> {
+    worker_id: &'a str,
+    ids: Vec<i64>,
+    attempts: Vec<i32>,
+    verdicts: Vec<&'static str>,
+    results: Vec<Option<String>>,
+    errors: Vec<Option<String>>,
+    prompt_tokens: Vec<Option<i32>>,
+    completion_tokens: Vec<Option<i32>>,
+    delays: Vec<f64>,
+}
+
+impl<'a> RecordStatement<'a> {
+    /// The statement for `outcomes`, as parallel arrays.
+    fn new(worker_id: &'a str, outcomes: &[Outcome]) -> Self {
+        let mut statement = RecordStatement {
+            worker_id,
+            ids: Vec::with_capacity(outcomes.len()),
+            attempts: Vec::with_capacity(outcomes.len()),
+            verdicts: Vec::with_capacity(outcomes.len()),
+            results: Vec::with_capacity(outcomes.len()),
+            errors: Vec::with_capacity(outcomes.len()),
+            prompt_tokens: Vec::with_capacity(outcomes.len()),
+            completion_tokens: Vec::with_capacity(outcomes.len()),
+            delays: Vec::with_capacity(outcomes.len()),
+        };
+        for outcome in outcomes {
+            let (verdict, result, error, usage, delay) = match &outcome.verdict {
+                Verdict::Succeeded(completion) => (
+                    "succeeded",
+                    Some(completion.text.clone()),
+                    None,
+                    (completion.prompt_tokens, completion.completion_tokens),
+                    Duration::ZERO,
+                ),
+                Verdict::Retry { error, delay } => {
+                    ("retry", None, Some(error.clone()), (None, None), *delay)
+                }
+                Verdict::Failed { error } => (
+                    "failed",
+                    None,
+                    Some(error.clone()),
+                    (None, None),
+                    Duration::ZERO,
+                ),
+                Verdict::Cancelled => (
+                    "cancelled",
+                    None,
+                    Some("cancelled while running".to_owned()),
+                    (None, None),
+                    Duration::ZERO,
+                ),
+            };
+            statement.ids.push(outcome.task_id);
+            statement.attempts.push(outcome.attempt);
+            statement.verdicts.push(verdict);
+            statement.results.push(result);
+            statement.errors.push(error);
+            statement.prompt_tokens.push(usage.0);
+            statement.completion_tokens.push(usage.1);
+            statement.delays.push(delay.as_secs_f64());
         }
+        statement
+    }
+}
+
+impl QueryId for RecordStatement<'_> {
+    type QueryId = RecordStatement<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for RecordStatement<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl QueryFragment<Pg> for RecordStatement<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "UPDATE tasks AS t
+             SET status = CASE
+                     WHEN v.verdict = 'succeeded' THEN 'succeeded'
+                     WHEN t.cancel_requested OR v.verdict = 'cancelled' THEN 'cancelled'
+                     WHEN v.verdict = 'retry' AND t.attempts < t.max_attempts THEN 'pending'
+                     ELSE 'failed'
+                 END::task_status,
+                 result = CASE WHEN v.verdict = 'succeeded' THEN v.result END,
+                 error = CASE
+                     WHEN v.verdict = 'succeeded' THEN NULL
+                     WHEN t.cancel_requested AND v.verdict <> 'cancelled' THEN 'cancelled while running'
+                     WHEN v.verdict = 'retry' AND t.attempts >= t.max_attempts
+                         THEN v.error || ' (all ' || t.max_attempts || ' attempts used)'
+                     ELSE v.error
+                 END,
+                 prompt_tokens = v.prompt_tokens,
+                 completion_tokens = v.completion_tokens,
+                 run_at = CASE
+                     WHEN v.verdict = 'retry' AND NOT t.cancel_requested AND t.attempts < t.max_attempts
+                         THEN now() + make_interval(secs => v.delay_seconds)
+                     ELSE t.run_at
+                 END,
+                 finished_at = CASE
+                     WHEN v.verdict = 'retry' AND NOT t.cancel_requested AND t.attempts < t.max_attempts
+                         THEN NULL
+                     ELSE now()
+                 END,
+                 worker_id = NULL,
+                 lease_expires_at = NULL
+             FROM unnest(",
+        );
+        out.push_bind_param::<Array<BigInt>, _>(&self.ids)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Integer>, _>(&self.attempts)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Text>, _>(&self.verdicts)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.results)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.errors)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Integer>>, _>(&self.prompt_tokens)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Integer>>, _>(&self.completion_tokens)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Double>, _>(&self.delays)?;
+        out.push_sql(
+            ") AS v(id, attempt, verdict, result, error, prompt_tokens, completion_tokens, delay_seconds)
+             WHERE t.id = v.id
+               AND t.status = 'running'
+               AND t.worker_id = ",
+        );
+        out.push_bind_param::<Text, _>(self.worker_id)?;
+        out.push_sql(" AND t.attempts = v.attempt RETURNING t.id");
+        Ok(())
     }
 }
