@@ -62,8 +62,10 @@ impl QueryRoot {
         let filter = filter.unwrap_or_default().into_filter()?;
         let page = page_request(first, after, last, before, order)?;
 
-        let look_ahead = ctx.look_ahead();
-        let wants_page_info = look_ahead.field("pageInfo").exists();
+        // The probes for rows beyond the cursors serve only these two fields.
+        let page_info = ctx.look_ahead().field("pageInfo");
+        let wants_page_info =
+            page_info.field("hasPreviousPage").exists() || page_info.field("hasNextPage").exists();
         let mut conn = ctx.data::<AppState>()?.db().await?;
         let page = store::list(&mut conn, &filter, order, page, wants_page_info)
             .await

@@ -36,14 +36,20 @@ pub struct Task {
 }
 
 /// A validated request to create a task; the database fills in the rest.
+///
+/// `None` inserts NULL, not DEFAULT: a statement whose text depends on which
+/// fields are set could not be prepared once and reused.
 #[derive(Debug, Clone, PartialEq, Insertable)]
 #[diesel(table_name = tasks, check_for_backend(diesel::pg::Pg))]
+#[diesel(treat_none_as_default_value = false)]
 pub struct NewTask {
     pub prompt: String,
     pub model: String,
     pub priority: i16,
     pub max_attempts: i32,
-    /// Not before this instant; `None` inserts DEFAULT, now by the database's clock.
+    /// Not before this instant; `None` means now, by the database's clock
+    /// (`store::insert` then leaves the column to its default).
+    #[diesel(skip_insertion)]
     pub run_at: Option<DateTime<Utc>>,
     pub system_prompt: Option<String>,
     pub temperature: Option<f64>,

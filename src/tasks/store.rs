@@ -1,11 +1,19 @@
 //! The task table's queries. Each function is one short statement (or a few)
 //! on a connection the caller holds; none keeps a transaction open.
 
-use diesel::dsl::{count_star, sql};
-use diesel::expression::BoxableExpression;
+use std::marker::PhantomData;
+
+use chrono::{DateTime, Utc};
+use diesel::dsl::count_star;
+use diesel::expression::{
+    AppearsOnTable, BoxableExpression, Expression, SelectableExpression, ValidGrouping,
+    is_aggregate,
+};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, SmallInt, Timestamptz};
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{BigInt, Bool, HasSqlType, SingleValue, SmallInt, SqlType, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::db::schema::tasks;
@@ -27,11 +35,23 @@ pub enum Outcome<T> {
 
 /// Stores a new task, PENDING.
 pub async fn insert(conn: &mut AsyncPgConnection, new_task: &NewTask) -> QueryResult<Task> {
-    diesel::insert_into(tasks::table)
-        .values(new_task)
-        .returning(Task::as_returning())
-        .get_result(conn)
-        .await
+    // Two fixed statements, each prepared once per connection.
+    match new_task.run_at {
+        None => {
+            diesel::insert_into(tasks::table)
+                .values(new_task)
+                .returning(Task::as_returning())
+                .get_result(conn)
+                .await
+        }
+        Some(run_at) => {
+            diesel::insert_into(tasks::table)
+                .values((new_task, tasks::run_at.eq(run_at)))
+                .returning(Task::as_returning())
+                .get_result(conn)
+                .await
+        }
+    }
 }
 
 /// The task with this id, if there is one.
@@ -251,7 +271,13 @@ async fn any_beyond(
     direction: OrderDirection,
     bound: Bound,
 ) -> QueryResult<bool> {
-    let found: Option<i64> = filtered(filter)
+    // Walk away from the cursor on the ordering's index, so the first row
+    // found decides (unordered, PostgreSQL may scan from the far end).
+    let walk = match bound {
+        Bound::AtOrBefore | Bound::Before => direction.reversed(),
+        Bound::AtOrAfter | Bound::After => direction,
+    };
+    let found: Option<i64> = ordered(filtered(filter), cursor.field, walk)
         .filter(keyset(cursor, direction, bound))
         .select(tasks::id)
         .limit(1)
@@ -282,38 +308,79 @@ fn keyset(cursor: Cursor, direction: OrderDirection, bound: Bound) -> TaskCondit
         (Bound::AtOrAfter, true) | (Bound::AtOrBefore, false) => ">=",
         (Bound::AtOrAfter, false) | (Bound::AtOrBefore, true) => "<=",
     };
-    let id = cursor.id;
     match cursor.field {
-        TaskOrderField::Priority => {
-            // A cursor's key came from a smallint; anything else never matches a row.
-            let key = i16::try_from(cursor.key).unwrap_or(if cursor.key < 0 {
+        TaskOrderField::Priority => Box::new(RowComparison::<SmallInt, i16> {
+            column: "priority",
+            operator,
+            // A cursor's key came from a smallint; anything else matches no row.
+            key: i16::try_from(cursor.key).unwrap_or(if cursor.key < 0 {
                 i16::MIN
             } else {
                 i16::MAX
-            });
-            Box::new(
-                sql::<Bool>(&format!("(priority, id) {operator} ("))
-                    .bind::<SmallInt, _>(key)
-                    .sql(", ")
-                    .bind::<BigInt, _>(id)
-                    .sql(")"),
-            )
-        }
+            }),
+            id: cursor.id,
+            sql_type: PhantomData,
+        }),
         TaskOrderField::CreatedAt | TaskOrderField::UpdatedAt => {
-            let column = if cursor.field == TaskOrderField::CreatedAt {
-                "created_at"
-            } else {
-                "updated_at"
-            };
-            let key = cursor.key_as_timestamp().unwrap_or_default();
-            Box::new(
-                sql::<Bool>(&format!("({column}, id) {operator} ("))
-                    .bind::<Timestamptz, _>(key)
-                    .sql(", ")
-                    .bind::<BigInt, _>(id)
-                    .sql(")"),
-            )
+            Box::new(RowComparison::<Timestamptz, DateTime<Utc>> {
+                column: if cursor.field == TaskOrderField::CreatedAt {
+                    "created_at"
+                } else {
+                    "updated_at"
+                },
+                operator,
+                key: cursor.key_as_timestamp().unwrap_or_default(),
+                id: cursor.id,
+                sql_type: PhantomData,
+            })
         }
+    }
+}
+
+/// `(column, id) operator (key, id)`. Unlike `diesel::dsl::sql`, which marks
+/// any statement it is part of as not cacheable, its SQL text depends only on
+/// the column and operator, so diesel prepares each list query once per
+/// connection.
+struct RowComparison<ST, V> {
+    column: &'static str,
+    operator: &'static str,
+    key: V,
+    id: i64,
+    sql_type: PhantomData<ST>,
+}
+
+impl<ST, V> Expression for RowComparison<ST, V> {
+    type SqlType = Bool;
+}
+
+impl<ST, V> QueryId for RowComparison<ST, V> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<ST, V> AppearsOnTable<tasks::table> for RowComparison<ST, V> {}
+impl<ST, V> SelectableExpression<tasks::table> for RowComparison<ST, V> {}
+impl<ST, V> ValidGrouping<()> for RowComparison<ST, V> {
+    type IsAggregate = is_aggregate::Never;
+}
+
+impl<ST, V> QueryFragment<Pg> for RowComparison<ST, V>
+where
+    ST: SqlType + SingleValue,
+    Pg: HasSqlType<ST>,
+    V: ToSql<ST, Pg>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("(");
+        out.push_identifier(self.column)?;
+        out.push_sql(", id) ");
+        out.push_sql(self.operator);
+        out.push_sql(" (");
+        out.push_bind_param::<ST, V>(&self.key)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, i64>(&self.id)?;
+        out.push_sql(")");
+        Ok(())
     }
 }
 
