@@ -91,8 +91,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "TASKRUNNER_TASK_TIMEOUT_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub task_timeout_seconds: u64,
 
-    /// Most tasks taken from the queue in one claim.
-    #[arg(long, env = "TASKRUNNER_CLAIM_BATCH", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    /// Most tasks taken from the queue in one claim (never more than the free slots).
+    #[arg(long, env = "TASKRUNNER_CLAIM_BATCH", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub claim_batch: u64,
 
     /// How often to look for due tasks when no notification arrives, in
@@ -178,7 +178,7 @@ impl WorkerArgs {
             lease: Duration::from_secs(self.lease_seconds),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
             default_timeout: Duration::from_secs(self.task_timeout_seconds),
-            claim_batch: usize::try_from(self.claim_batch).unwrap_or(128),
+            claim_batch: usize::try_from(self.claim_batch).unwrap_or(512),
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             backoff: crate::queue::Backoff::default(),
         }

@@ -46,9 +46,10 @@ pub struct ProviderSettings {
     /// Seconds one request may take.
     #[serde(default = "default_timeout_seconds")]
     pub timeout_seconds: u64,
-    /// Most calls in flight to this provider from one process.
-    #[serde(default = "default_max_concurrency")]
-    pub max_concurrency: usize,
+    /// Most calls in flight to this provider from one process; unset, only
+    /// `--workers` limits them.
+    #[serde(default)]
+    pub max_concurrency: Option<usize>,
     /// Model names served, exactly.
     #[serde(default)]
     pub models: Vec<String>,
@@ -68,9 +69,6 @@ fn default_base_url() -> String {
 }
 fn default_timeout_seconds() -> u64 {
     120
-}
-fn default_max_concurrency() -> usize {
-    256
 }
 fn default_true() -> bool {
     true
@@ -112,7 +110,7 @@ fn from_env() -> Vec<ProviderSettings> {
         base_url: base_url.unwrap_or_else(default_base_url),
         api_key_env: Some("OPENAI_API_KEY".to_owned()),
         timeout_seconds: default_timeout_seconds(),
-        max_concurrency: default_max_concurrency(),
+        max_concurrency: None,
         models: Vec::new(),
         model_prefixes: Vec::new(),
         discover_models: true,
@@ -132,7 +130,7 @@ pub fn router_from(settings: Vec<ProviderSettings>) -> anyhow::Result<ModelRoute
         entries.push(ProviderEntry::new(
             "echo",
             Provider::Echo(EchoProvider),
-            usize::MAX >> 4,
+            None,
             vec![ECHO_MODEL.to_owned()],
             Vec::new(),
             false,

@@ -40,7 +40,7 @@ impl ProviderEntry {
     pub fn new(
         name: impl Into<String>,
         provider: Provider,
-        max_concurrency: usize,
+        max_concurrency: Option<usize>,
         models: Vec<String>,
         model_prefixes: Vec<String>,
         discover_models: bool,
@@ -48,7 +48,11 @@ impl ProviderEntry {
         ProviderEntry {
             name: name.into(),
             provider,
-            limiter: Arc::new(Semaphore::new(max_concurrency.max(1))),
+            limiter: Arc::new(Semaphore::new(
+                max_concurrency.map_or(Semaphore::MAX_PERMITS, |n| {
+                    n.clamp(1, Semaphore::MAX_PERMITS)
+                }),
+            )),
             models,
             model_prefixes,
             discover_models,
@@ -223,7 +227,7 @@ mod tests {
         ProviderEntry::new(
             name,
             Provider::Echo(EchoProvider),
-            4,
+            Some(4),
             models.iter().map(|m| m.to_string()).collect(),
             prefixes.iter().map(|p| p.to_string()).collect(),
             discover,
