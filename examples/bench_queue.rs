@@ -159,7 +159,10 @@ impl Bench {
                 &[&prompt, &model, &tasks],
             )
             .await?;
-        Ok(Instant::now())
+        let committed = Instant::now();
+        // As the API does after a create: wake idle workers.
+        self.db.batch_execute("NOTIFY taskrunner_task_due").await?;
+        Ok(committed)
     }
 
     /// Waits until no task is pending or running; samples the worker's connections.

@@ -6,6 +6,7 @@ use crate::config::DatabaseArgs;
 use crate::db::{self, DbConn, DbPool};
 use crate::error::ApiError;
 use crate::providers::routing::ModelRouter;
+use crate::queue::DueNotifier;
 
 /// What the API needs to answer a request: the database pool and the model
 /// routes. Cheap to clone; clones share both.
@@ -13,12 +14,24 @@ use crate::providers::routing::ModelRouter;
 pub struct AppState {
     pool: DbPool,
     router: Arc<ModelRouter>,
+    notifier: DueNotifier,
 }
 
 impl AppState {
-    /// State around an existing pool and router.
+    /// State around an existing pool and router (starts the due-task notifier,
+    /// so call it inside the runtime).
     pub fn new(pool: DbPool, router: Arc<ModelRouter>) -> Self {
-        AppState { pool, router }
+        let notifier = DueNotifier::start(pool.clone());
+        AppState {
+            pool,
+            router,
+            notifier,
+        }
+    }
+
+    /// Wakes idle workers: call once a task that is due now has committed.
+    pub fn announce_due_task(&self) {
+        self.notifier.task_due();
     }
 
     /// Prepares the database (create, migrate) and builds the pool.

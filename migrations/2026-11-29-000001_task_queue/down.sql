@@ -7,7 +7,6 @@ DROP TABLE task_status_counts;
 DROP TRIGGER tasks_notify_cancel ON tasks;
 DROP FUNCTION tasks_notify_cancel();
 DROP TRIGGER tasks_notify_due_on_update ON tasks;
-DROP TRIGGER tasks_notify_due_on_insert ON tasks;
 DROP FUNCTION tasks_notify_due();
 
 DROP INDEX tasks_running_lease_idx;

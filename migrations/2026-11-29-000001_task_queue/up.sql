@@ -34,8 +34,10 @@ CREATE INDEX tasks_pending_run_at_idx ON tasks (run_at) WHERE status = 'pending'
 -- The rescuer's view: running tasks by lease expiry.
 CREATE INDEX tasks_running_lease_idx ON tasks (lease_expires_at) WHERE status = 'running';
 
--- Wake idle workers when a task becomes due now. Identical notifications in
--- one transaction are folded into one, so a bulk insert wakes workers once.
+-- Wake idle workers when a task becomes due again (a retry, a rescue).
+-- New tasks are announced by the API after their INSERT commits, not by a
+-- trigger: a transaction that NOTIFYs takes a database-wide lock through its
+-- commit, which would serialise every createTask behind the others' fsyncs.
 CREATE FUNCTION tasks_notify_due() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -43,11 +45,6 @@ BEGIN
     RETURN NULL;
 END;
 $$;
-
-CREATE TRIGGER tasks_notify_due_on_insert
-    AFTER INSERT ON tasks
-    FOR EACH ROW WHEN (NEW.status = 'pending' AND NEW.run_at <= now())
-    EXECUTE FUNCTION tasks_notify_due();
 
 CREATE TRIGGER tasks_notify_due_on_update
     AFTER UPDATE OF status, run_at ON tasks
@@ -68,8 +65,11 @@ CREATE TRIGGER tasks_notify_cancel
     FOR EACH ROW WHEN (NEW.cancel_requested AND NOT OLD.cancel_requested AND NEW.status = 'running')
     EXECUTE FUNCTION tasks_notify_cancel();
 
--- Task counts by status, kept by statement-level triggers so that taskStats
--- costs a read of a few dozen rows however many millions of tasks there are.
+-- Counts of finished tasks by status, kept by statement-level triggers so that
+-- taskStats costs a read of a few dozen rows however many millions of tasks
+-- have finished. Only SUCCEEDED, FAILED and CANCELLED are counted here: a
+-- createTask (always PENDING) touches no counter, and outcomes arrive in
+-- batches. PENDING and RUNNING are counted on their partial indexes instead.
 -- Each backend writes its own shard, so concurrent writers rarely meet.
 CREATE TABLE task_status_counts (
     status task_status NOT NULL,
@@ -79,7 +79,9 @@ CREATE TABLE task_status_counts (
 );
 
 INSERT INTO task_status_counts (status, shard, n)
-SELECT status, 0, count(*) FROM tasks GROUP BY status;
+SELECT status, 0, count(*) FROM tasks
+WHERE status IN ('succeeded', 'failed', 'cancelled')
+GROUP BY status;
 
 CREATE FUNCTION task_status_counts_apply() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -88,18 +90,24 @@ DECLARE
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO task_status_counts AS c (status, shard, n)
-        SELECT status, my_shard, count(*) FROM new_rows GROUP BY status ORDER BY status
+        SELECT status, my_shard, count(*) FROM new_rows
+        WHERE status IN ('succeeded', 'failed', 'cancelled')
+        GROUP BY status ORDER BY status
         ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n;
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO task_status_counts AS c (status, shard, n)
-        SELECT status, my_shard, -count(*) FROM old_rows GROUP BY status ORDER BY status
+        SELECT status, my_shard, -count(*) FROM old_rows
+        WHERE status IN ('succeeded', 'failed', 'cancelled')
+        GROUP BY status ORDER BY status
         ON CONFLICT (status, shard) DO UPDATE SET n = c.n + excluded.n;
     ELSE
         INSERT INTO task_status_counts AS c (status, shard, n)
         SELECT status, my_shard, sum(delta) FROM (
-            SELECT status, count(*) AS delta FROM new_rows GROUP BY status
+            SELECT status, count(*) AS delta FROM new_rows
+            WHERE status IN ('succeeded', 'failed', 'cancelled') GROUP BY status
             UNION ALL
-            SELECT status, -count(*) FROM old_rows GROUP BY status
+            SELECT status, -count(*) FROM old_rows
+            WHERE status IN ('succeeded', 'failed', 'cancelled') GROUP BY status
         ) AS changes
         GROUP BY status
         HAVING sum(delta) <> 0

@@ -31,6 +31,8 @@ impl MutationRoot {
         let task = store::insert(&mut conn, &new_task)
             .await
             .map_err(ApiError::from)?;
+        // Harmless for a delayed task: a worker wakes and finds nothing due.
+        state.announce_due_task();
         tracing::info!(task.id = task.id, model = %task.model, "task created");
         Ok(TaskNode(task))
     }

@@ -2,6 +2,7 @@
 //!
 //! - `store`: the claim, heartbeat, completion, rescue and release statements;
 //! - `listener`: LISTEN/NOTIFY wake-ups and cancellations on a dedicated connection;
+//! - `notifier`: the API's side of the wake-up, sent after a create commits;
 //! - `worker`: the process-wide runtime that claims tasks into free slots, runs
 //!   them on their provider, renews their leases and records their outcomes;
 //! - `outcome`: how an attempt ended, and the retry backoff.
@@ -12,9 +13,11 @@
 //! its lease cannot overwrite its successor's work.
 
 mod listener;
+mod notifier;
 pub mod outcome;
 pub mod store;
 mod worker;
 
+pub use notifier::DueNotifier;
 pub use outcome::{Backoff, Outcome, Verdict};
 pub use worker::{Worker, WorkerConfig};

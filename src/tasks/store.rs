@@ -163,11 +163,22 @@ pub struct Stats {
     pub any_pending: bool,
 }
 
-/// Reads the counters the status triggers keep (a few dozen rows, however
-/// many tasks there are) and the oldest due task (one index probe).
+/// Counts PENDING and RUNNING tasks on their partial indexes (the queue and
+/// the work in flight, small however many tasks have finished), reads the
+/// counters the triggers keep for finished ones (a few dozen rows), and finds
+/// the oldest due task (one index probe).
 pub async fn stats(conn: &mut AsyncPgConnection) -> QueryResult<Stats> {
     use crate::db::schema::task_status_counts as counts;
-    let counts: Vec<(TaskStatus, i64)> = counts::table
+    let mut in_queue = Vec::with_capacity(5);
+    for status in [TaskStatus::Pending, TaskStatus::Running] {
+        let n: i64 = tasks::table
+            .filter(tasks::status.eq(status))
+            .count()
+            .get_result(conn)
+            .await?;
+        in_queue.push((status, n));
+    }
+    let finished: Vec<(TaskStatus, i64)> = counts::table
         .group_by(counts::status)
         .select((
             counts::status,
@@ -181,11 +192,10 @@ pub async fn stats(conn: &mut AsyncPgConnection) -> QueryResult<Stats> {
         .select(diesel::dsl::min(tasks::run_at))
         .get_result(conn)
         .await?;
-    let any_pending = counts
-        .iter()
-        .any(|(status, n)| *status == TaskStatus::Pending && *n > 0);
+    let any_pending = in_queue[0].1 > 0;
+    in_queue.extend(finished);
     Ok(Stats {
-        counts,
+        counts: in_queue,
         oldest_due_at,
         any_pending,
     })

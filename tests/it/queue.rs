@@ -634,3 +634,21 @@ async fn model_parameters_are_validated_and_stored() {
         json!({ "system": "s", "temperature": 0.7, "maxTokens": 64, "timeoutSeconds": 90, "runAt": "2030-01-01T00:00:00+00:00" })
     );
 }
+
+#[tokio::test]
+async fn a_new_task_wakes_an_idle_worker_at_once() {
+    let fake = FakeProvider::start().await;
+    let app = app_with(&fake).await;
+    // Polling alone would take ten seconds: only the notification is fast.
+    let config = WorkerConfig {
+        poll_interval: Duration::from_secs(10),
+        ..test_config(4)
+    };
+    let worker = start_worker(&app, &fake, config).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // let it go idle
+    let started = Instant::now();
+    let id = create(&app, json!({ "prompt": "wake up" })).await;
+    wait_for(&app, &id, "SUCCEEDED", Duration::from_secs(3)).await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    worker.shutdown().await;
+}
