@@ -15,6 +15,9 @@
 //! cargo build --release --bin taskrunner --example bench_queue
 //! target/release/examples/bench_queue [--database-url URL] [--tasks N] [drain|latency|ai]...
 //! ```
+//!
+//! `--tasks` below 200 also shortens the latency run; `BENCH_WORKER_LOG` sets the
+//! worker's RUST_LOG (default `warn`).
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -62,7 +65,11 @@ async fn main() -> anyhow::Result<()> {
                     bench.drain(tasks, concurrency).await?;
                 }
             }
-            "latency" => bench.latency(200).await?,
+            "latency" => {
+                bench
+                    .latency(if tasks < 200 { tasks as usize } else { 200 })
+                    .await?
+            }
             _ => bench.ai(tasks, 500, Duration::from_millis(200)).await?,
         }
     }
@@ -112,7 +119,10 @@ impl Bench {
         command
             .args(["worker", "--workers", &slots.to_string()])
             .env("DATABASE_URL", &self.database_url)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env_remove("TASKRUNNER_CONFIG")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -216,6 +226,8 @@ impl Bench {
                 )
                 .await?;
             let committed = Instant::now();
+            // As the API's notifier does once a create has committed.
+            self.db.batch_execute("NOTIFY taskrunner_task_due").await?;
             let arrived = fake.wait_for(&prompt, Duration::from_secs(10)).await?;
             latencies.push(arrived.saturating_duration_since(committed));
             // Let the worker go idle again.

@@ -1,0 +1,737 @@
+//! Load test of a running `taskrunner serve` over HTTP.
+//!
+//! Seeds the `tasks` table to `--rows` rows straight in PostgreSQL, then drives
+//! `POST /graphql` with `--concurrency` workers sharing one keep-alive client,
+//! for `--seconds` per scenario, after a warm-up:
+//!
+//! - `first page`: `tasks(first: 20)`, the newest tasks;
+//! - `deep page`: `tasks(first: 20, after: …)` from a cursor 90% of the way down;
+//! - `createTask`: the mutation, on the always-served `echo` model (the table
+//!   grows by what it inserts; serve with `--workers 0` so that the created
+//!   tasks are not run meanwhile and the API is measured alone).
+//!
+//! It prints requests/s, p50, p99 and errors per scenario (a response with
+//! `errors`, no `data`, or a status other than 200 counts as an error), how the
+//! machine's CPU was shared between this client, the server and PostgreSQL, and
+//! the server's resident memory when given its pid. `benches/run.sh` runs it
+//! beside `pgbench`; BENCHMARKS.md records the figures.
+//!
+//! ```text
+//! cargo run --release --example bench_api -- \
+//!     --url http://127.0.0.1:8000 \
+//!     --database-url postgres://postgres@127.0.0.1:5432/taskrunner_bench \
+//!     --concurrency 32 --seconds 10 --rows 100000 --server-pid "$SERVER_PID"
+//! ```
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::json;
+use taskrunner::tasks::listing::{Cursor, TaskOrderField};
+use tokio_postgres::NoTls;
+
+/// The page query of both list scenarios: the fields a task list shows.
+const LIST_QUERY: &str = "query List($first: Int!, $after: String) { \
+    tasks(first: $first, after: $after) { \
+        nodes { id prompt model priority status createdAt } \
+        pageInfo { endCursor } } }";
+
+/// The mutation of the `createTask` scenario.
+const CREATE_MUTATION: &str = "mutation Create($input: CreateTaskInput!) { \
+    createTask(input: $input) { id status createdAt } }";
+
+/// The rows a list page asks for.
+const PAGE_SIZE: usize = 20;
+
+/// How far down the list the deep page starts, in tenths.
+const DEEP_TENTHS: i64 = 9;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let options = match Options::parse(std::env::args().skip(1)) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&options).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "\
+usage: bench_api [options]
+
+  --url URL              the server (env BENCH_URL; default http://127.0.0.1:8000)
+  --database-url URL     its database, for seeding (env DATABASE_URL;
+                         default postgres://postgres@127.0.0.1:5432/taskrunner_bench)
+  --concurrency N        concurrent connections (default 32)
+  --seconds N            measured seconds per scenario (default 10)
+  --warmup N             unmeasured seconds before each scenario (default 2)
+  --rows N               rows to seed the table to (default 100000)
+  --reseed               empty the table and seed it afresh (repeatable figures)
+  --server-pid PID       report the server's CPU share and memory (VmRSS, VmHWM)
+  --scenarios LIST       comma-separated, from first,deep,create (default all)";
+
+/// The command line.
+#[derive(Debug, Clone)]
+struct Options {
+    url: String,
+    database_url: String,
+    concurrency: usize,
+    seconds: u64,
+    warmup: u64,
+    rows: i64,
+    reseed: bool,
+    server_pid: Option<u32>,
+    scenarios: Vec<Scenario>,
+}
+
+impl Options {
+    /// Reads the options; `None` when help was asked for.
+    fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<Self>> {
+        let mut options = Options {
+            url: std::env::var("BENCH_URL").unwrap_or_else(|_| "http://127.0.0.1:8000".into()),
+            database_url: std::env::var("DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/taskrunner_bench".into()),
+            concurrency: 32,
+            seconds: 10,
+            warmup: 2,
+            rows: 100_000,
+            reseed: false,
+            server_pid: None,
+            scenarios: Scenario::ALL.to_vec(),
+        };
+        while let Some(flag) = args.next() {
+            let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "-h" | "--help" => return Ok(None),
+                "--url" => options.url = value()?,
+                "--database-url" => options.database_url = value()?,
+                "--concurrency" => options.concurrency = number(&flag, &value()?)?,
+                "--seconds" => options.seconds = number(&flag, &value()?)?,
+                "--warmup" => options.warmup = number(&flag, &value()?)?,
+                "--rows" => options.rows = number(&flag, &value()?)?,
+                "--reseed" => options.reseed = true,
+                "--server-pid" => options.server_pid = Some(number(&flag, &value()?)?),
+                "--scenarios" => {
+                    options.scenarios = value()?
+                        .split(',')
+                        .map(Scenario::from_name)
+                        .collect::<anyhow::Result<_>>()?;
+                }
+                other => bail!("unknown option {other:?}"),
+            }
+        }
+        if options.concurrency == 0 || options.seconds == 0 || options.rows < 1 {
+            bail!("--concurrency, --seconds and --rows must be at least 1");
+        }
+        options.url = format!("{}/graphql", options.url.trim_end_matches('/'));
+        Ok(Some(options))
+    }
+}
+
+/// Parses the value of a numeric flag.
+fn number<T: std::str::FromStr>(flag: &str, text: &str) -> anyhow::Result<T> {
+    text.parse()
+        .map_err(|_| anyhow::anyhow!("{flag} wants a number, got {text:?}"))
+}
+
+/// One kind of request the benchmark sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    FirstPage,
+    DeepPage,
+    CreateTask,
+}
+
+impl Scenario {
+    /// Every scenario, in the order they run: the reads first, on the table as
+    /// seeded, then the writes.
+    const ALL: [Scenario; 3] = [
+        Scenario::FirstPage,
+        Scenario::DeepPage,
+        Scenario::CreateTask,
+    ];
+
+    fn from_name(name: &str) -> anyhow::Result<Self> {
+        match name.trim() {
+            "first" => Ok(Scenario::FirstPage),
+            "deep" => Ok(Scenario::DeepPage),
+            "create" => Ok(Scenario::CreateTask),
+            other => bail!("unknown scenario {other:?} (first, deep or create)"),
+        }
+    }
+
+    /// The name in reports.
+    fn label(self) -> &'static str {
+        match self {
+            Scenario::FirstPage => "tasks(first: 20)",
+            Scenario::DeepPage => "tasks(first: 20, after: 90%)",
+            Scenario::CreateTask => "createTask",
+        }
+    }
+}
+
+/// Seeds, checks, then measures every scenario and prints the figures.
+async fn run(options: &Options) -> anyhow::Result<()> {
+    let database = connect(&options.database_url).await?;
+    let rows = seed(&database, options.rows, options.reseed).await?;
+    let deep_cursor = deep_cursor(&database, rows).await?;
+    drop(database);
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.concurrency.max(32))
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("could not build the HTTP client")?;
+    let requests = Arc::new(Requests::new(&deep_cursor));
+    check_server(&client, &options.url, &requests).await?;
+
+    println!(
+        "server {} · {} connections · {} s per scenario after {} s warm-up · {rows} rows seeded",
+        options.url, options.concurrency, options.seconds, options.warmup
+    );
+    let mut results = Vec::new();
+    for &scenario in &options.scenarios {
+        let load = Load {
+            client: &client,
+            url: &options.url,
+            requests: &requests,
+            concurrency: options.concurrency,
+        };
+        load.drive(scenario, Duration::from_secs(options.warmup))
+            .await?;
+        let before = CpuSnapshot::take(options.server_pid);
+        let measured = load
+            .drive(scenario, Duration::from_secs(options.seconds))
+            .await?;
+        let cpu = CpuSnapshot::take(options.server_pid).since(&before);
+        let memory = options.server_pid.and_then(Memory::of);
+        results.push((measured, cpu, memory));
+    }
+    report(&results, options.server_pid);
+    Ok(())
+}
+
+/// Opens a PostgreSQL connection, its driver running in the background.
+async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .with_context(|| format!("could not connect to {url}"))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            eprintln!("database connection lost: {error}");
+        }
+    });
+    Ok(client)
+}
+
+/// Brings the table to at least `rows` rows (exactly `rows` after `reseed`)
+/// with one `INSERT … SELECT generate_series`, and returns how many it holds.
+///
+/// Seeded tasks are spread 30 seconds apart (with jitter) up to now, inserted
+/// oldest first, as a live table fills; most have finished, as in a queue that
+/// keeps up. The server must already have migrated the database.
+async fn seed(database: &tokio_postgres::Client, rows: i64, reseed: bool) -> anyhow::Result<i64> {
+    if reseed {
+        // TRUNCATE fires no DELETE trigger, so the per-status counts go too.
+        database
+            .batch_execute("TRUNCATE tasks, task_status_counts RESTART IDENTITY")
+            .await
+            .context("could not empty the tasks table (has the server migrated it?)")?;
+    }
+    let existing: i64 = database
+        .query_one("SELECT count(*) FROM tasks", &[])
+        .await
+        .context("could not count tasks (has the server migrated the database?)")?
+        .get(0);
+    if existing < rows {
+        let started = Instant::now();
+        database
+            .execute(SEED_SQL, &[&(existing + 1), &rows])
+            .await
+            .context("could not seed the tasks table")?;
+        println!(
+            "seeded {} tasks in {:.1} s",
+            rows - existing,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    // Fresh statistics and visibility map, as autovacuum would give a table at rest.
+    database
+        .batch_execute("VACUUM ANALYZE tasks")
+        .await
+        .context("could not vacuum the tasks table")?;
+    Ok(database
+        .query_one("SELECT count(*) FROM tasks", &[])
+        .await
+        .context("could not count tasks")?
+        .get(0))
+}
+
+/// Rows `$1..=$2` of a realistic table: row `$2` is the newest, created just now.
+const SEED_SQL: &str = "
+INSERT INTO tasks (prompt, model, priority, status, result, error, attempts,
+                   max_attempts, created_at, updated_at, started_at, finished_at, run_at)
+SELECT 'Seeded task ' || g || ': summarise the attached quarterly report in three bullet points.',
+       (ARRAY['gpt-4o-mini', 'llama3.1:8b', 'claude-3-haiku', 'mistral-small'])[1 + g % 4],
+       1 + g % 10,
+       state::task_status,
+       CASE WHEN state = 'succeeded'
+            THEN 'Revenue grew 12%; costs were flat; the outlook for next quarter is unchanged.' END,
+       CASE WHEN state = 'failed' THEN 'provider returned 503 three times' END,
+       CASE state WHEN 'pending' THEN 0 WHEN 'failed' THEN 3 ELSE 1 END,
+       3,
+       created,
+       CASE WHEN state = 'pending' THEN created ELSE created + interval '9 seconds' END,
+       CASE WHEN state = 'pending' THEN NULL ELSE created + interval '1 second' END,
+       CASE WHEN state = 'pending' THEN NULL ELSE created + interval '9 seconds' END,
+       created
+FROM generate_series($1::bigint, $2::bigint) AS g,
+     LATERAL (SELECT now() - make_interval(secs => ($2 - g) * 30 + random() * 20) AS created,
+                     CASE WHEN g % 20 = 0 THEN 'failed'
+                          WHEN g % 10 = 3 THEN 'pending'
+                          ELSE 'succeeded' END AS state) AS row";
+
+/// The cursor of the task 90% of the way down the default ordering (newest
+/// first), as the server would issue it.
+async fn deep_cursor(database: &tokio_postgres::Client, rows: i64) -> anyhow::Result<String> {
+    let row = database
+        .query_one(
+            "SELECT (extract(epoch FROM created_at) * 1000000)::bigint, id FROM tasks \
+             ORDER BY created_at DESC, id DESC OFFSET $1 LIMIT 1",
+            &[&(rows * DEEP_TENTHS / 10)],
+        )
+        .await
+        .context("could not find the deep cursor's task")?;
+    Ok(Cursor {
+        field: TaskOrderField::CreatedAt,
+        key: row.get(0),
+        id: row.get(1),
+    }
+    .encode())
+}
+
+/// The request bodies, serialised once (except createTask's, which varies).
+struct Requests {
+    first_page: String,
+    deep_page: String,
+}
+
+impl Requests {
+    fn new(deep_cursor: &str) -> Self {
+        let page = |after: Option<&str>| {
+            json!({
+                "query": LIST_QUERY,
+                "variables": { "first": PAGE_SIZE, "after": after },
+            })
+            .to_string()
+        };
+        Requests {
+            first_page: page(None),
+            deep_page: page(Some(deep_cursor)),
+        }
+    }
+
+    /// The body of request number `sequence` of `worker`.
+    fn body(&self, scenario: Scenario, worker: usize, sequence: u64) -> String {
+        match scenario {
+            Scenario::FirstPage => self.first_page.clone(),
+            Scenario::DeepPage => self.deep_page.clone(),
+            Scenario::CreateTask => json!({
+                "query": CREATE_MUTATION,
+                "variables": { "input": {
+                    "prompt": format!("Benchmark task {worker}-{sequence}: translate 'good morning' into French."),
+                    // Always served, whatever providers the server has.
+                    "model": "echo",
+                    "priority": 1 + sequence % 10,
+                } },
+            })
+            .to_string(),
+        }
+    }
+}
+
+/// What the benchmark reads of a GraphQL response.
+#[derive(Deserialize)]
+struct Reply {
+    data: Option<IgnoredAny>,
+    errors: Option<IgnoredAny>,
+}
+
+/// The list page as the sanity check reads it.
+#[derive(Deserialize)]
+struct ListReply {
+    data: Option<ListData>,
+    errors: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ListData {
+    tasks: ListPage,
+}
+
+#[derive(Deserialize)]
+struct ListPage {
+    nodes: Vec<IgnoredAny>,
+}
+
+/// Fails early, with the server's words, if a list page is not a full page.
+async fn check_server(
+    client: &reqwest::Client,
+    url: &str,
+    requests: &Requests,
+) -> anyhow::Result<()> {
+    for (name, body) in [
+        ("first page", &requests.first_page),
+        ("deep page", &requests.deep_page),
+    ] {
+        let text = client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .with_context(|| format!("could not reach the server at {url}"))?
+            .text()
+            .await
+            .context("could not read the server's response")?;
+        let reply: ListReply = serde_json::from_str(&text)
+            .with_context(|| format!("the {name} is not the expected JSON: {text}"))?;
+        match reply {
+            ListReply {
+                data: Some(data),
+                errors: None,
+            } if data.tasks.nodes.len() == PAGE_SIZE => {}
+            _ => bail!("the {name} is not a full page of {PAGE_SIZE} tasks: {text}"),
+        }
+    }
+    Ok(())
+}
+
+/// The figures of one scenario.
+struct Measured {
+    scenario: Scenario,
+    /// Latencies of the successful requests, sorted.
+    latencies: Vec<Duration>,
+    errors: u64,
+    first_error: Option<String>,
+    elapsed: Duration,
+}
+
+impl Measured {
+    fn requests_per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The latency at `fraction` (0 to 1) of the sorted latencies.
+    fn percentile(&self, fraction: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let last = self.latencies.len() - 1;
+        let index = ((last as f64) * fraction).round() as usize;
+        self.latencies[index.min(last)]
+    }
+}
+
+/// What one worker saw.
+#[derive(Default)]
+struct WorkerTally {
+    latencies: Vec<Duration>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl WorkerTally {
+    fn error(&mut self, message: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(message);
+    }
+}
+
+/// A fixed number of workers sending one scenario's requests back to back.
+struct Load<'a> {
+    client: &'a reqwest::Client,
+    url: &'a str,
+    requests: &'a Arc<Requests>,
+    concurrency: usize,
+}
+
+impl Load<'_> {
+    /// Runs `scenario` for `duration` (requests in flight then are waited for).
+    async fn drive(&self, scenario: Scenario, duration: Duration) -> anyhow::Result<Measured> {
+        let started = Instant::now();
+        let deadline = started + duration;
+        let workers: Vec<_> = (0..self.concurrency)
+            .map(|worker| {
+                let client = self.client.clone();
+                let url = self.url.to_owned();
+                let requests = Arc::clone(self.requests);
+                tokio::spawn(async move {
+                    let mut tally = WorkerTally::default();
+                    let mut sequence = 0;
+                    while Instant::now() < deadline {
+                        let body = requests.body(scenario, worker, sequence);
+                        sequence += 1;
+                        let sent = Instant::now();
+                        match send(&client, &url, body).await {
+                            Ok(()) => tally.latencies.push(sent.elapsed()),
+                            Err(error) => tally.error(format!("{error:#}")),
+                        }
+                    }
+                    tally
+                })
+            })
+            .collect();
+        let mut measured = Measured {
+            scenario,
+            latencies: Vec::new(),
+            errors: 0,
+            first_error: None,
+            elapsed: Duration::ZERO,
+        };
+        for worker in workers {
+            let tally = worker.await.context("a load worker panicked")?;
+            measured.latencies.extend(tally.latencies);
+            measured.errors += tally.errors;
+            if measured.first_error.is_none() {
+                measured.first_error = tally.first_error;
+            }
+        }
+        measured.elapsed = started.elapsed();
+        measured.latencies.sort_unstable();
+        Ok(measured)
+    }
+}
+
+/// Sends one request; an error unless the reply is 200 with data and no errors.
+async fn send(client: &reqwest::Client, url: &str, body: String) -> anyhow::Result<()> {
+    let response = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .context("request failed")?;
+    let status = response.status();
+    let bytes = response.bytes().await.context("reading the reply failed")?;
+    if !status.is_success() {
+        bail!("HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+    }
+    match serde_json::from_slice::<Reply>(&bytes) {
+        Ok(Reply {
+            data: Some(_),
+            errors: None,
+        }) => Ok(()),
+        _ => bail!("GraphQL errors: {}", String::from_utf8_lossy(&bytes)),
+    }
+}
+
+/// Cumulative CPU time, in clock ticks, of the machine and of the processes
+/// taking part. Differences of two snapshots give each one's share of the
+/// machine; without `/proc` (not Linux) every figure is zero.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuSnapshot {
+    /// All CPUs, busy or not.
+    total: u64,
+    /// All CPUs, idle or waiting for I/O.
+    idle: u64,
+    /// This benchmark.
+    client: u64,
+    /// The server, when its pid is known.
+    server: u64,
+    /// Every process named `postgres` (the server's backends and PostgreSQL's
+    /// own processes, and any other database user's backends).
+    postgres: u64,
+}
+
+impl CpuSnapshot {
+    fn take(server_pid: Option<u32>) -> Self {
+        let (total, idle) = machine_ticks().unwrap_or_default();
+        CpuSnapshot {
+            total,
+            idle,
+            client: process_ticks(Path::new("/proc/self/stat")).map_or(0, |(_, ticks)| ticks),
+            server: server_pid
+                .and_then(|pid| {
+                    process_ticks(&Path::new("/proc").join(pid.to_string()).join("stat"))
+                })
+                .map_or(0, |(_, ticks)| ticks),
+            postgres: postgres_ticks(),
+        }
+    }
+
+    /// The ticks spent between `earlier` and this snapshot.
+    fn since(&self, earlier: &CpuSnapshot) -> CpuSnapshot {
+        CpuSnapshot {
+            total: self.total.saturating_sub(earlier.total),
+            idle: self.idle.saturating_sub(earlier.idle),
+            client: self.client.saturating_sub(earlier.client),
+            server: self.server.saturating_sub(earlier.server),
+            postgres: self.postgres.saturating_sub(earlier.postgres),
+        }
+    }
+
+    /// `ticks` as cores kept busy over the interval (0 to the number of CPUs).
+    fn cores(&self, ticks: u64) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        ticks as f64 / self.total as f64 * cpu_count() as f64
+    }
+}
+
+/// (all ticks, idle ticks) from the first line of `/proc/stat`.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8) // user nice system idle iowait irq softirq steal
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    let idle = fields.get(3)? + fields.get(4)?;
+    Some((fields.iter().sum(), idle))
+}
+
+/// (command name, user + system ticks) of the process whose `stat` file is `path`.
+fn process_ticks(path: &Path) -> Option<(String, u64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let (head, tail) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_owned();
+    // After the name: state is field 3, utime field 14, stime field 15.
+    let fields: Vec<&str> = tail.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((name, utime + stime))
+}
+
+/// The ticks of every live process named `postgres`.
+fn postgres_ticks() -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|entry| process_ticks(&entry.path().join("stat")))
+        .filter(|(name, _)| name == "postgres")
+        .map(|(_, ticks)| ticks)
+        .sum()
+}
+
+/// The server's resident memory, from `/proc/PID/status`.
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    /// Resident now (VmRSS), in KiB.
+    resident_kib: u64,
+    /// The most ever resident (VmHWM), in KiB.
+    peak_kib: u64,
+}
+
+impl Memory {
+    fn of(pid: u32) -> Option<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| -> Option<u64> {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        };
+        Some(Memory {
+            resident_kib: field("VmRSS:")?,
+            peak_kib: field("VmHWM:")?,
+        })
+    }
+}
+
+/// Prints the figures, one scenario a row, then the CPU split and memory.
+fn report(results: &[(Measured, CpuSnapshot, Option<Memory>)], server_pid: Option<u32>) {
+    let millis = |duration: Duration| duration.as_secs_f64() * 1000.0;
+    println!();
+    println!(
+        "{:<30} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
+        "scenario", "requests", "errors", "req/s", "p50 ms", "p99 ms", "max ms"
+    );
+    for (measured, _, _) in results {
+        println!(
+            "{:<30} {:>9} {:>7} {:>9.0} {:>9.2} {:>9.2} {:>9.2}",
+            measured.scenario.label(),
+            measured.latencies.len(),
+            measured.errors,
+            measured.requests_per_second(),
+            millis(measured.percentile(0.50)),
+            millis(measured.percentile(0.99)),
+            millis(measured.percentile(1.0)),
+        );
+    }
+    println!();
+    println!("CPU, in cores kept busy (of {}):", cpu_count());
+    println!(
+        "{:<30} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "scenario", "client", "server", "postgres", "other", "idle"
+    );
+    for (measured, cpu, _) in results {
+        let accounted = cpu.client + cpu.server + cpu.postgres + cpu.idle;
+        println!(
+            "{:<30} {:>9.2} {:>9} {:>9.2} {:>9.2} {:>9.2}",
+            measured.scenario.label(),
+            cpu.cores(cpu.client),
+            if server_pid.is_some() {
+                format!("{:.2}", cpu.cores(cpu.server))
+            } else {
+                "?".to_owned()
+            },
+            cpu.cores(cpu.postgres),
+            cpu.cores(cpu.total.saturating_sub(accounted)),
+            cpu.cores(cpu.idle),
+        );
+    }
+    if server_pid.is_some() {
+        println!();
+        println!("server memory after each scenario:");
+        for (measured, _, memory) in results {
+            if let Some(memory) = memory {
+                println!(
+                    "{:<30} VmRSS {:>6.1} MiB   VmHWM (peak) {:>6.1} MiB",
+                    measured.scenario.label(),
+                    memory.resident_kib as f64 / 1024.0,
+                    memory.peak_kib as f64 / 1024.0,
+                );
+            }
+        }
+    }
+    for (measured, _, _) in results {
+        if let Some(error) = &measured.first_error {
+            let shown: String = error.chars().take(500).collect();
+            println!("first error of {}: {shown}", measured.scenario.label());
+        }
+    }
+}
+
+/// The CPUs this machine has.
+fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
