@@ -36,3 +36,8 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+// glibc's malloc/free was 17% of the server's CPU under load (BENCHMARKS.md);
+// mimalloc serves the many small, short-lived allocations of GraphQL requests faster.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
