@@ -79,28 +79,21 @@ impl QueryRoot {
     async fn task_stats(&self, ctx: &Context<'_>) -> async_graphql::Result<TaskStats> {
         let mut conn = ctx.data::<AppState>()?.db().await?;
         let stats = store::stats(&mut conn).await.map_err(ApiError::from)?;
-        let count = |wanted: TaskStatus| {
-            stats
-                .counts
-                .iter()
-                .filter(|(status, _)| *status == wanted)
-                .map(|(_, n)| *n)
-                .sum()
-        };
-        let oldest_pending_age_seconds = match (stats.any_pending, stats.oldest_due_at) {
-            (false, _) => None,
-            (true, None) => Some(0.0),
-            (true, Some(due_at)) => {
-                let waited = chrono::Utc::now() - due_at;
-                Some((waited.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6).max(0.0))
-            }
-        };
+        let oldest_pending_age_seconds =
+            match (stats.count(TaskStatus::Pending) > 0, stats.oldest_due_at) {
+                (false, _) => None,
+                (true, None) => Some(0.0),
+                (true, Some(due_at)) => {
+                    let waited = chrono::Utc::now() - due_at;
+                    Some((waited.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6).max(0.0))
+                }
+            };
         Ok(TaskStats {
-            pending: count(TaskStatus::Pending),
-            running: count(TaskStatus::Running),
-            succeeded: count(TaskStatus::Succeeded),
-            failed: count(TaskStatus::Failed),
-            cancelled: count(TaskStatus::Cancelled),
+            pending: stats.count(TaskStatus::Pending),
+            running: stats.count(TaskStatus::Running),
+            succeeded: stats.count(TaskStatus::Succeeded),
+            failed: stats.count(TaskStatus::Failed),
+            cancelled: stats.count(TaskStatus::Cancelled),
             oldest_pending_age_seconds,
         })
     }

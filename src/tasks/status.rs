@@ -53,14 +53,6 @@ impl TaskStatus {
             TaskStatus::Cancelled => "cancelled",
         }
     }
-
-    /// Whether the task has reached the end of its life.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled
-        )
-    }
 }
 
 impl ToSql<sql_types::TaskStatus, Pg> for TaskStatus {

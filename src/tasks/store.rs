@@ -77,10 +77,7 @@ pub async fn update_pending(
         .get_result(conn)
         .await
         .optional()?;
-    match updated {
-        Some(task) => Ok(Outcome::Done(task)),
-        None => why_not(conn, id).await,
-    }
+    done_or_why_not(conn, id, updated).await
 }
 
 /// Deletes a task unless a worker is running it.
@@ -91,10 +88,7 @@ pub async fn delete(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcom
         .get_result(conn)
         .await
         .optional()?;
-    match deleted {
-        Some(id) => Ok(Outcome::Done(id)),
-        None => why_not(conn, id).await,
-    }
+    done_or_why_not(conn, id, deleted).await
 }
 
 /// Cancels a task: a PENDING one at once; a RUNNING one is marked so that its
@@ -123,10 +117,7 @@ pub async fn cancel(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcom
         .get_result(conn)
         .await
         .optional()?;
-    match requested {
-        Some(task) => Ok(Outcome::Done(task)),
-        None => why_not(conn, id).await,
-    }
+    done_or_why_not(conn, id, requested).await
 }
 
 /// Queues a FAILED or CANCELLED task again, with a fresh attempt budget.
@@ -149,10 +140,7 @@ pub async fn retry(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcome
         .get_result(conn)
         .await
         .optional()?;
-    match retried {
-        Some(task) => Ok(Outcome::Done(task)),
-        None => why_not(conn, id).await,
-    }
+    done_or_why_not(conn, id, retried).await
 }
 
 /// Task counts by status, and when the longest-waiting due task became due.
@@ -160,7 +148,17 @@ pub async fn retry(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcome
 pub struct Stats {
     pub counts: Vec<(TaskStatus, i64)>,
     pub oldest_due_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub any_pending: bool,
+}
+
+impl Stats {
+    /// How many tasks are in `status`.
+    pub fn count(&self, status: TaskStatus) -> i64 {
+        self.counts
+            .iter()
+            .filter(|(counted, _)| *counted == status)
+            .map(|(_, n)| n)
+            .sum()
+    }
 }
 
 /// Counts PENDING and RUNNING tasks on their partial indexes (the queue and
@@ -192,17 +190,22 @@ pub async fn stats(conn: &mut AsyncPgConnection) -> QueryResult<Stats> {
         .select(diesel::dsl::min(tasks::run_at))
         .get_result(conn)
         .await?;
-    let any_pending = in_queue[0].1 > 0;
     in_queue.extend(finished);
     Ok(Stats {
         counts: in_queue,
         oldest_due_at,
-        any_pending,
     })
 }
 
-/// Explains why a guarded statement touched no row.
-async fn why_not<T>(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcome<T>> {
+/// The row a guarded statement returned, or why it touched none.
+async fn done_or_why_not<T>(
+    conn: &mut AsyncPgConnection,
+    id: i64,
+    row: Option<T>,
+) -> QueryResult<Outcome<T>> {
+    if let Some(row) = row {
+        return Ok(Outcome::Done(row));
+    }
     let status = tasks::table
         .find(id)
         .select(tasks::status)
