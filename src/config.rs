@@ -129,6 +129,23 @@ pub struct DatabaseArgs {
     #[arg(long, env = "TASKRUNNER_DB_TIMEOUT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub db_timeout_seconds: u64,
 
+    /// Longest one SQL statement may run, in milliseconds, before PostgreSQL
+    /// stops it (the request gets a coded error). Bounds what one expensive
+    /// request can cost everyone else.
+    #[arg(long, env = "TASKRUNNER_DB_STATEMENT_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub db_statement_timeout_ms: u64,
+
+    /// Database connections kept for the queue alone (claims, heartbeats,
+    /// outcomes, rescues), apart from the API's pool, so that no API load can
+    /// delay a heartbeat.
+    #[arg(long, env = "TASKRUNNER_DB_QUEUE_POOL_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u16).range(2..))]
+    pub db_queue_pool_size: u16,
+
+    /// Most database connections one API request may hold at once; its other
+    /// fields wait for one of them, so no single request can take the pool.
+    #[arg(long, env = "TASKRUNNER_DB_CONNECTIONS_PER_REQUEST", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub db_connections_per_request: u16,
+
     /// How many times to try reaching the database at start-up before giving up
     /// (waits grow from 0.5 s to 5 s between tries).
     #[arg(long, env = "TASKRUNNER_DB_CONNECT_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
@@ -142,6 +159,9 @@ impl DatabaseArgs {
             database_url: url.into(),
             db_pool_size: 10,
             db_timeout_seconds: 5,
+            db_statement_timeout_ms: 5000,
+            db_queue_pool_size: 4,
+            db_connections_per_request: 2,
             db_connect_attempts: 10,
         }
     }
@@ -149,6 +169,11 @@ impl DatabaseArgs {
     /// How long to wait for a connection.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.db_timeout_seconds)
+    }
+
+    /// How long one statement may run.
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_statement_timeout_ms)
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use diesel::ConnectionError;
 use diesel_async::AsyncConnection;
 use diesel_async::AsyncPgConnection;
+use diesel_async::SimpleAsyncConnection;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
@@ -24,23 +25,44 @@ pub type DbPool = Pool<AsyncPgConnection>;
 /// A connection borrowed from the pool; it goes back when dropped.
 pub type DbConn = Object<AsyncPgConnection>;
 
-/// Builds the connection pool. Connections open lazily, on first use.
+/// Builds the API's connection pool. Connections open lazily, on first use.
 ///
 /// Every wait is bounded by the configured timeout, so a request made while
-/// the database is unreachable fails within seconds instead of hanging.
+/// the database is unreachable fails within seconds instead of hanging, and
+/// every statement by the statement timeout.
 pub fn build_pool(args: &DatabaseArgs) -> anyhow::Result<DbPool> {
+    pool(args, args.db_pool_size)
+}
+
+/// Builds the queue's own pool (claims, heartbeats, outcomes, rescues), kept
+/// apart from the API's so that no request load can delay a heartbeat.
+pub fn build_queue_pool(args: &DatabaseArgs) -> anyhow::Result<DbPool> {
+    pool(args, args.db_queue_pool_size)
+}
+
+fn pool(args: &DatabaseArgs, size: u16) -> anyhow::Result<DbPool> {
     let timeout = args.timeout();
+    let statement_timeout = args.statement_timeout();
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
     // A broken connection is noticed when it is used (and dropped then); a
     // test query on every checkout would double the round trips of a request.
     config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = Box::new(move |url| {
         let url = url.to_owned();
-        Box::pin(async move { establish(&url, timeout).await })
+        Box::pin(async move {
+            let mut conn = establish(&url, timeout).await?;
+            conn.batch_execute(&format!(
+                "SET statement_timeout = {}",
+                statement_timeout.as_millis()
+            ))
+            .await
+            .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+            Ok(conn)
+        })
     });
     let manager = AsyncDieselConnectionManager::new_with_config(&args.database_url, config);
     Ok(Pool::builder(manager)
-        .max_size(usize::from(args.db_pool_size))
+        .max_size(usize::from(size))
         .wait_timeout(Some(timeout))
         .create_timeout(Some(timeout))
         .recycle_timeout(Some(timeout))
