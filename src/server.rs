@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
-use crate::config::{DatabaseArgs, ProviderArgs, RunArgs, ServeArgs, WorkerArgs};
+use crate::config::{DatabaseArgs, ProviderArgs, RunArgs, ServeArgs};
 use crate::db;
 use crate::providers::config::load_router;
 use crate::providers::routing::ModelRouter;
@@ -19,26 +20,57 @@ const MODEL_REFRESH_PERIOD: Duration = Duration::from_secs(300);
 /// How long a provider may take to list its models.
 const MODEL_LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Prepares the database, then serves HTTP (and, unless `--workers 0`, runs
-/// workers) until Ctrl-C or SIGTERM. Requests in flight when the signal comes
-/// are finished; running tasks get the grace period.
+/// Prepares the database, binds the port, then serves HTTP and (unless
+/// `--workers 0`) runs workers until Ctrl-C or SIGTERM. On the signal the
+/// workers stop claiming at once; requests in flight and running tasks get
+/// the grace period; the process ends within the grace period plus a few
+/// seconds, whether or not the database answers.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signal();
     let ServeArgs { bind, run } = args;
-    let router = providers(&run.providers).await?;
-    let state = AppState::connect(&run.database, Arc::clone(&router)).await?;
-    let worker = start_worker(&state, &run.database, &run.worker).await;
-    let listener = TcpListener::bind(bind)
-        .await
-        .with_context(|| format!("could not listen on {bind}"))?;
+    let started = async {
+        let router = providers(&run.providers).await?;
+        let state = AppState::connect(&run.database, router).await?;
+        let listener = TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("could not listen on {bind}"))?;
+        Ok((state, listener))
+    };
+    let Some((state, listener)) = until_cancelled(&shutdown, started).await? else {
+        return Ok(());
+    };
     let address = listener.local_addr()?;
     tracing::info!(%address, "listening; GraphiQL at http://{address}/");
-    let served = axum::serve(listener, crate::http::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the HTTP server failed");
-    if let Some(worker) = worker {
-        worker.shutdown().await;
-    }
+    let http = tokio::spawn(
+        axum::serve(listener, crate::http::router(state.clone()))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+    // Workers start once the port is bound: a process that cannot serve
+    // never takes tasks.
+    let worker = start_worker(&run, state.router()).await?;
+    shutdown.cancelled().await;
+
+    let grace = Duration::from_secs(run.worker.shutdown_grace_seconds);
+    let requests = async {
+        match tokio::time::timeout(grace, http).await {
+            Ok(Ok(served)) => served.context("the HTTP server failed"),
+            Ok(Err(stopped)) => Err(anyhow::anyhow!("the HTTP server stopped: {stopped}")),
+            Err(_) => {
+                tracing::warn!(
+                    ?grace,
+                    "requests still in flight after the grace period were cut off"
+                );
+                Ok(())
+            }
+        }
+    };
+    let tasks = async {
+        if let Some(worker) = worker {
+            worker.shutdown().await;
+        }
+    };
+    let (served, ()) = tokio::join!(requests, tasks);
     served?;
     tracing::info!("stopped");
     Ok(())
@@ -49,15 +81,36 @@ pub async fn worker(args: RunArgs) -> anyhow::Result<()> {
     if args.worker.workers == 0 {
         anyhow::bail!("--workers is 0: a worker process needs at least one slot");
     }
-    let router = providers(&args.providers).await?;
-    let state = AppState::connect(&args.database, router).await?;
-    let worker = start_worker(&state, &args.database, &args.worker).await;
-    shutdown_signal().await;
+    let shutdown = shutdown_on_signal();
+    let started = async {
+        let router = providers(&args.providers).await?;
+        db::prepare_database(&args.database).await?;
+        start_worker(&args, &router).await
+    };
+    let Some(worker) = until_cancelled(&shutdown, started).await? else {
+        return Ok(());
+    };
+    shutdown.cancelled().await;
     if let Some(worker) = worker {
         worker.shutdown().await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs start-up unless shutdown is asked for first (start-up can wait a
+/// long time for a database that is not there yet).
+async fn until_cancelled<T>(
+    shutdown: &CancellationToken,
+    start_up: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<Option<T>> {
+    tokio::select! {
+        started = start_up => started.map(Some),
+        () = shutdown.cancelled() => {
+            tracing::info!("stopped before start-up finished");
+            Ok(None)
+        }
+    }
 }
 
 /// Applies pending migrations (creating the database first if need be).
@@ -81,28 +134,39 @@ async fn providers(args: &ProviderArgs) -> anyhow::Result<Arc<ModelRouter>> {
     Ok(router)
 }
 
-async fn start_worker(
-    state: &AppState,
-    database: &DatabaseArgs,
-    args: &WorkerArgs,
-) -> Option<Worker> {
-    if args.workers == 0 {
+/// Starts the workers `args` ask for, with a pool of their own.
+async fn start_worker(args: &RunArgs, router: &Arc<ModelRouter>) -> anyhow::Result<Option<Worker>> {
+    if args.worker.workers == 0 {
         tracing::info!("--workers is 0: serving the API only");
-        return None;
+        return Ok(None);
     }
-    Some(
-        Worker::start(
-            state.pool().clone(),
-            database,
-            Arc::clone(state.router()),
-            args.worker_config(),
-        )
-        .await,
+    let worker = Worker::start(
+        &args.database,
+        Arc::clone(router),
+        args.worker.worker_config(),
     )
+    .await?;
+    Ok(Some(worker))
 }
 
-/// Resolves on the first Ctrl-C (SIGINT) or SIGTERM.
-pub async fn shutdown_signal() {
+/// A token cancelled on the first Ctrl-C (SIGINT) or SIGTERM. A second signal
+/// ends the process at once, for an operator who will not wait.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new tasks; finishing requests and tasks in flight");
+        cancel.cancel();
+        shutdown_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    token
+}
+
+/// Resolves on the next Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal() {
     let interrupt = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "cannot listen for Ctrl-C");
@@ -127,5 +191,4 @@ pub async fn shutdown_signal() {
         () = interrupt => {}
         () = terminate => {}
     }
-    tracing::info!("shutting down: finishing requests and tasks in flight");
 }

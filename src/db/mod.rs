@@ -78,3 +78,32 @@ pub async fn establish(url: &str, timeout: Duration) -> Result<AsyncPgConnection
             ConnectionError::BadConnection("timed out connecting to the database".into())
         })?
 }
+
+/// Whether a statement failed for a reason that has nothing to do with the
+/// rows it touched: the connection or the server went away, the statement ran
+/// out of time, or it lost a race it may win on a second try. Such a failure
+/// is retried as it is; any other failure of a batch statement is blamed on
+/// its rows, and the batch is split to find the one at fault.
+pub fn is_transient(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection
+            | DatabaseErrorKind::UnableToSendCommand
+            | DatabaseErrorKind::SerializationFailure,
+            _,
+        ) => true,
+        // diesel reports SQLSTATE 57P01–57P03 (the server going away), 57014
+        // (statement timeout) and 40P01 (deadlock) as Unknown: their messages
+        // are the only sign.
+        Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            let message = info.message();
+            message.starts_with("terminating connection")
+                || message.starts_with("the database system is")
+                || message.starts_with("canceling statement due to")
+                || message.starts_with("deadlock detected")
+                || message.contains("connection closed")
+        }
+        _ => false,
+    }
+}

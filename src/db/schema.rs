@@ -32,8 +32,8 @@ diesel::table! {
         prompt_tokens -> Nullable<Int4>,
         completion_tokens -> Nullable<Int4>,
         worker_id -> Nullable<Text>,
-        lease_expires_at -> Nullable<Timestamptz>,
         cancel_requested -> Bool,
+        lost_attempts -> Int4,
     }
 }
 
@@ -41,11 +41,19 @@ diesel::table! {
     use diesel::sql_types::*;
     use super::sql_types::TaskStatus;
 
-    task_status_counts (status, shard) {
+    task_status_counts (status) {
         status -> TaskStatus,
-        shard -> Int2,
         n -> Int8,
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(task_status_counts, tasks,);
+diesel::table! {
+    workers (id) {
+        id -> Text,
+        started_at -> Timestamptz,
+        heartbeat_at -> Timestamptz,
+        lease_expires_at -> Timestamptz,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(task_status_counts, tasks, workers,);

@@ -121,5 +121,6 @@ fn settle<T>(
         Outcome::Done(value) => Ok(value),
         Outcome::NotFound => Err(ApiError::NotFound(id)),
         Outcome::WrongState(status) => Err(ApiError::Conflict { id, status, action }),
+        Outcome::Invalid(invalid) => Err(ApiError::from(invalid)),
     }
 }

@@ -79,15 +79,8 @@ impl QueryRoot {
     async fn task_stats(&self, ctx: &Context<'_>) -> async_graphql::Result<TaskStats> {
         let mut conn = ctx.data::<AppState>()?.db().await?;
         let stats = store::stats(&mut conn).await.map_err(ApiError::from)?;
-        let oldest_pending_age_seconds =
-            match (stats.count(TaskStatus::Pending) > 0, stats.oldest_due_at) {
-                (false, _) => None,
-                (true, None) => Some(0.0),
-                (true, Some(due_at)) => {
-                    let waited = chrono::Utc::now() - due_at;
-                    Some((waited.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6).max(0.0))
-                }
-            };
+        let oldest_pending_age_seconds = (stats.count(TaskStatus::Pending) > 0)
+            .then(|| stats.oldest_due_age_seconds.unwrap_or(0.0));
         Ok(TaskStats {
             pending: stats.count(TaskStatus::Pending),
             running: stats.count(TaskStatus::Running),

@@ -1,13 +1,16 @@
 //! LISTEN/NOTIFY on a dedicated connection, outside the pool: wakes the claim
 //! loop when a task becomes due, and passes on cancellations. If the
-//! connection drops it is reopened; the claim loop's polling covers the gap.
+//! connection drops it is reopened (within two seconds of the server's
+//! return); the claim loop's polling covers the gap, and a wake-up after
+//! reconnecting covers what was missed.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use diesel_async::SimpleAsyncConnection;
 use futures_util::StreamExt;
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::db;
 
@@ -16,20 +19,38 @@ pub const DUE_CHANNEL: &str = "taskrunner_task_due";
 /// The channel a NOTIFY names, with the task id, when cancellation is asked for.
 pub const CANCEL_CHANNEL: &str = "taskrunner_task_cancel";
 
-/// Listens until `stop` turns true. `ready` fires once the first LISTEN is in
-/// place (or could not be), so that no notification is lost between it and
+/// What a notification says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// A task may be due: look for work (also sent after reconnecting).
+    Due,
+    /// Cancellation of this task was asked for.
+    Cancel(i64),
+}
+
+/// The waits between attempts to reconnect: 250 ms doubling to 2 s, jittered.
+fn reconnect_delays() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Listens until `stop` is cancelled. `ready` fires once the first LISTEN is
+/// in place (or could not be), so that no notification is lost between it and
 /// the first claim.
 pub async fn listen(
     database_url: String,
     connect_timeout: Duration,
-    wake: Arc<Notify>,
-    on_cancel: impl Fn(i64) + Send + 'static,
+    on_notice: impl Fn(Notice) + Send + 'static,
     ready: oneshot::Sender<()>,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut ready = Some(ready);
-    let mut delay = Duration::from_millis(250);
-    while !*stop.borrow() {
+    let mut delays = reconnect_delays();
+    while !stop.is_cancelled() {
         let connected = async {
             let mut conn = db::establish(&database_url, connect_timeout)
                 .await
@@ -38,42 +59,48 @@ pub async fn listen(
                 .await
                 .map_err(|e| e.to_string())?;
             Ok::<_, String>(conn)
-        }
-        .await;
+        };
+        let connected = tokio::select! {
+            connected = connected => connected,
+            () = stop.cancelled() => return,
+        };
         let mut conn = match connected {
             Ok(conn) => conn,
             Err(error) => {
-                tracing::warn!(%error, "cannot listen for task notifications; polling meanwhile");
+                let delay = delays.next().unwrap_or(Duration::from_secs(2));
+                tracing::warn!(%error, retry_in = ?delay, "cannot listen for task notifications; polling meanwhile");
                 if let Some(ready) = ready.take() {
                     let _ = ready.send(());
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.changed() => {}
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => return,
                 }
-                delay = (delay * 2).min(Duration::from_secs(10));
                 continue;
             }
         };
-        delay = Duration::from_millis(250);
-        if let Some(ready) = ready.take() {
-            let _ = ready.send(());
-        } else {
+        delays = reconnect_delays();
+        match ready.take() {
+            Some(ready) => {
+                let _ = ready.send(());
+            }
             // Notifications may have been missed while reconnecting.
-            wake.notify_one();
+            None => {
+                tracing::info!("listening for task notifications again");
+                on_notice(Notice::Due);
+            }
         }
-        tracing::debug!("listening for task notifications");
         let mut notifications = std::pin::pin!(conn.notifications_stream());
         loop {
             tokio::select! {
-                _ = stop.changed() => return,
+                () = stop.cancelled() => return,
                 notification = notifications.next() => match notification {
                     Some(Ok(notification)) if notification.channel == CANCEL_CHANNEL => {
                         if let Ok(id) = notification.payload.parse() {
-                            on_cancel(id);
+                            on_notice(Notice::Cancel(id));
                         }
                     }
-                    Some(Ok(_)) => wake.notify_one(),
+                    Some(Ok(_)) => on_notice(Notice::Due),
                     Some(Err(error)) => {
                         tracing::warn!(%error, "task notification connection failed; reconnecting");
                         break;

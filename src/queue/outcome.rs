@@ -6,6 +6,16 @@ use rand::Rng;
 
 use crate::providers::{Completion, ProviderError};
 
+/// One attempt at one task. A task can be attempted again, even by the same
+/// worker (after a rescue, or a retry), so whatever is kept about an attempt
+/// is keyed by both: an old attempt's clean-up can never touch a newer one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttemptId {
+    pub task_id: i64,
+    /// The attempt's number: the task's `attempts` once it was claimed.
+    pub attempt: i32,
+}
+
 /// The outcome of one attempt at one task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -13,6 +23,16 @@ pub struct Outcome {
     /// The attempt number it belongs to (the fence: see `store::record_outcomes`).
     pub attempt: i32,
     pub verdict: Verdict,
+}
+
+impl Outcome {
+    /// The attempt this is the outcome of.
+    pub fn attempt_id(&self) -> AttemptId {
+        AttemptId {
+            task_id: self.task_id,
+            attempt: self.attempt,
+        }
+    }
 }
 
 /// How an attempt ended.
@@ -45,8 +65,10 @@ impl Verdict {
     }
 }
 
-/// Exponential backoff with full jitter, never sooner than a provider's
-/// Retry-After.
+/// Exponential backoff with "equal jitter" (a random delay between half and
+/// all of the exponential ceiling, so every retry keeps a floor), never sooner
+/// than a provider's Retry-After, and never longer than `max` (which caps a
+/// Retry-After too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     /// The ceiling of the first retry's delay.

@@ -31,8 +31,9 @@ pub struct Task {
     pub prompt_tokens: Option<i32>,
     pub completion_tokens: Option<i32>,
     pub worker_id: Option<String>,
-    pub lease_expires_at: Option<DateTime<Utc>>,
     pub cancel_requested: bool,
+    /// Attempts that ended because their worker was lost (killed, crashed, cut off).
+    pub lost_attempts: i32,
 }
 
 /// A validated request to create a task; the database fills in the rest.

@@ -13,13 +13,16 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
-use diesel::sql_types::{BigInt, Bool, HasSqlType, SingleValue, SmallInt, SqlType, Timestamptz};
+use diesel::sql_types::{
+    BigInt, Bool, Double, HasSqlType, Nullable, SingleValue, SmallInt, SqlType, Timestamptz,
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::db::schema::tasks;
 use crate::tasks::listing::{
     Cursor, OrderDirection, Page, PageRequest, TaskFilter, TaskOrder, TaskOrderField,
 };
+use crate::tasks::validation::InvalidField;
 use crate::tasks::{NewTask, Task, TaskChanges, TaskStatus};
 
 /// What became of a request to change or delete a task.
@@ -31,6 +34,8 @@ pub enum Outcome<T> {
     NotFound,
     /// The task is in a state that does not allow it.
     WrongState(TaskStatus),
+    /// The change breaks a rule given the task's state (a field names it).
+    Invalid(InvalidField),
 }
 
 /// Stores a new task, PENDING.
@@ -64,20 +69,43 @@ pub async fn find(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Option<T
         .optional()
 }
 
-/// Applies `changes` to a task that is still PENDING.
+/// Applies `changes` to a task that is still PENDING. A new `max_attempts`
+/// must stay above the attempts the task has made: a PENDING task with no
+/// attempt left could never run.
 pub async fn update_pending(
     conn: &mut AsyncPgConnection,
     id: i64,
     changes: &TaskChanges,
 ) -> QueryResult<Outcome<Task>> {
+    // One statement shape whatever the change, so it is prepared once.
+    let max_attempts = changes.max_attempts.unwrap_or(i32::MAX);
     let updated = diesel::update(tasks::table.find(id))
         .filter(tasks::status.eq(TaskStatus::Pending))
+        .filter(tasks::attempts.lt(max_attempts))
         .set(changes)
         .returning(Task::as_returning())
         .get_result(conn)
         .await
         .optional()?;
-    done_or_why_not(conn, id, updated).await
+    if let Some(task) = updated {
+        return Ok(Outcome::Done(task));
+    }
+    let found: Option<(TaskStatus, i32)> = tasks::table
+        .find(id)
+        .select((tasks::status, tasks::attempts))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(match found {
+        None => Outcome::NotFound,
+        Some((TaskStatus::Pending, attempts)) => Outcome::Invalid(InvalidField::new(
+            "maxAttempts",
+            format!(
+                "must be more than the {attempts} attempts the task has already made, got {max_attempts}"
+            ),
+        )),
+        Some((status, _)) => Outcome::WrongState(status),
+    })
 }
 
 /// Deletes a task unless a worker is running it.
@@ -94,30 +122,29 @@ pub async fn delete(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcom
 /// Cancels a task: a PENDING one at once; a RUNNING one is marked so that its
 /// worker stops the model call and records CANCELLED (the returned task is
 /// still RUNNING, with `cancel_requested` set).
+///
+/// One statement: a task that a worker claims at the same moment is found
+/// RUNNING and marked, never refused. If its answer is recorded first, the
+/// task has SUCCEEDED and the cancel is refused; if the cancel comes first, an
+/// answer that arrives before the worker stops still wins (it is paid for).
 pub async fn cancel(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcome<Task>> {
-    let cancelled = diesel::update(tasks::table.find(id))
-        .filter(tasks::status.eq(TaskStatus::Pending))
-        .set((
-            tasks::status.eq(TaskStatus::Cancelled),
-            tasks::finished_at.eq(diesel::dsl::now),
-            tasks::error.eq("cancelled before it ran"),
-        ))
-        .returning(Task::as_returning())
-        .get_result(conn)
-        .await
-        .optional()?;
-    if let Some(task) = cancelled {
-        return Ok(Outcome::Done(task));
-    }
-    // It may have been claimed a moment ago: ask its worker to stop it.
-    let requested = diesel::update(tasks::table.find(id))
-        .filter(tasks::status.eq(TaskStatus::Running))
-        .set(tasks::cancel_requested.eq(true))
-        .returning(Task::as_returning())
-        .get_result(conn)
-        .await
-        .optional()?;
-    done_or_why_not(conn, id, requested).await
+    let cancelled = diesel::sql_query(
+        "UPDATE tasks
+         SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
+             cancel_requested = (status = 'running'),
+             error = CASE WHEN status = 'pending' THEN 'cancelled before it ran' ELSE error END,
+             finished_at = CASE
+                 WHEN status = 'pending' THEN greatest(now(), created_at) ELSE finished_at
+             END,
+             updated_at = now()
+         WHERE id = $1 AND status IN ('pending', 'running')
+         RETURNING *",
+    )
+    .bind::<BigInt, _>(id)
+    .get_result(conn)
+    .await
+    .optional()?;
+    done_or_why_not(conn, id, cancelled).await
 }
 
 /// Queues a FAILED or CANCELLED task again, with a fresh attempt budget.
@@ -127,6 +154,7 @@ pub async fn retry(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcome
         .set((
             tasks::status.eq(TaskStatus::Pending),
             tasks::attempts.eq(0),
+            tasks::lost_attempts.eq(0),
             tasks::run_at.eq(diesel::dsl::now),
             tasks::cancel_requested.eq(false),
             tasks::error.eq(None::<String>),
@@ -143,11 +171,13 @@ pub async fn retry(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcome
     done_or_why_not(conn, id, retried).await
 }
 
-/// Task counts by status, and when the longest-waiting due task became due.
+/// Task counts by status, and how long the longest-waiting due task has waited.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
     pub counts: Vec<(TaskStatus, i64)>,
-    pub oldest_due_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Seconds since the longest-waiting due task fell due (by the
+    /// database's clock); `None` when no task is due.
+    pub oldest_due_age_seconds: Option<f64>,
 }
 
 impl Stats {
@@ -163,37 +193,50 @@ impl Stats {
 
 /// Counts PENDING and RUNNING tasks on their partial indexes (the queue and
 /// the work in flight, small however many tasks have finished), reads the
-/// counters the triggers keep for finished ones (a few dozen rows), and finds
-/// the oldest due task (one index probe).
+/// counters the triggers keep for finished ones (a few rows, plus the deltas
+/// not folded yet), and finds the oldest due task (one index probe).
 pub async fn stats(conn: &mut AsyncPgConnection) -> QueryResult<Stats> {
-    use crate::db::schema::task_status_counts as counts;
-    let mut in_queue = Vec::with_capacity(5);
+    #[derive(QueryableByName)]
+    struct Counted {
+        #[diesel(sql_type = crate::db::schema::sql_types::TaskStatus)]
+        status: TaskStatus,
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    #[derive(QueryableByName)]
+    struct Age {
+        #[diesel(sql_type = Nullable<Double>)]
+        seconds: Option<f64>,
+    }
+    let mut counts = Vec::with_capacity(5);
     for status in [TaskStatus::Pending, TaskStatus::Running] {
         let n: i64 = tasks::table
             .filter(tasks::status.eq(status))
             .count()
             .get_result(conn)
             .await?;
-        in_queue.push((status, n));
+        counts.push((status, n));
     }
-    let finished: Vec<(TaskStatus, i64)> = counts::table
-        .group_by(counts::status)
-        .select((
-            counts::status,
-            diesel::dsl::sql::<BigInt>("coalesce(sum(n), 0)::bigint"),
-        ))
-        .load(conn)
-        .await?;
-    let oldest_due_at = tasks::table
-        .filter(tasks::status.eq(TaskStatus::Pending))
-        .filter(tasks::run_at.le(diesel::dsl::now))
-        .select(diesel::dsl::min(tasks::run_at))
-        .get_result(conn)
-        .await?;
-    in_queue.extend(finished);
+    let finished: Vec<Counted> = diesel::sql_query(
+        "SELECT status, sum(n)::bigint AS n FROM (
+             SELECT status, n FROM task_status_counts
+             UNION ALL
+             SELECT status, delta FROM task_status_deltas
+         ) AS counted
+         GROUP BY status",
+    )
+    .load(conn)
+    .await?;
+    let oldest: Age = diesel::sql_query(
+        "SELECT extract(epoch FROM now() - min(run_at))::float8 AS seconds FROM tasks
+         WHERE status = 'pending' AND run_at <= now()",
+    )
+    .get_result(conn)
+    .await?;
+    counts.extend(finished.into_iter().map(|row| (row.status, row.n)));
     Ok(Stats {
-        counts: in_queue,
-        oldest_due_at,
+        counts,
+        oldest_due_age_seconds: oldest.seconds.map(|seconds| seconds.max(0.0)),
     })
 }
 

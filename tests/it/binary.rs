@@ -222,13 +222,10 @@ async fn a_worker_killed_mid_task_loses_nothing() {
     assert!(holder.is_some(), "the child holds the task");
     killed.kill().await.expect("SIGKILL the worker"); // SIGKILL: no goodbye
 
-    let survivor = taskrunner::queue::Worker::start(
-        db.pool(),
-        &db.args(),
-        fake.router(),
-        crate::queue::test_config(4),
-    )
-    .await;
+    let survivor =
+        taskrunner::queue::Worker::start(&db.args(), fake.router(), crate::queue::test_config(4))
+            .await
+            .expect("worker starts");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let row = loop {
         let row = client

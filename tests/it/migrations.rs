@@ -51,7 +51,8 @@ async fn migrations_apply_once_and_down_reverses_up() {
         "table tasks r",
         "type task_status",
         "trigger tasks_touch_updated_at",
-        "table tasks_pending_queue_idx i",
+        "table tasks_pending_due_idx i",
+        "table workers r",
     ] {
         assert!(
             migrated.contains(&expected.to_owned()),

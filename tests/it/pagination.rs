@@ -35,15 +35,14 @@ async fn seed(app: &TestApp) -> Vec<Row> {
     let client = app.db.client().await;
     client
         .batch_execute(
-            "INSERT INTO tasks (prompt, model, priority, status, created_at, updated_at, worker_id, lease_expires_at)
+            "INSERT INTO tasks (prompt, model, priority, status, created_at, updated_at, worker_id)
              SELECT 'prompt ' || g,
                     CASE WHEN g % 3 = 0 THEN 'llama3.1:8b' ELSE 'gpt-4o' END,
                     (g * 7 % 10) + 1,
                     (ARRAY['pending','running','succeeded','failed','cancelled'])[g % 5 + 1]::task_status,
                     timestamptz '2026-01-01 00:00:00+00' + (g / 3) * interval '1 minute',
                     timestamptz '2026-02-01 00:00:00+00' - (g / 5) * interval '1 second' + interval '0.000001 second' * (g % 2),
-                    CASE WHEN g % 5 = 1 THEN 'seed-worker' END,
-                    CASE WHEN g % 5 = 1 THEN now() + interval '1 hour' END
+                    CASE WHEN g % 5 = 1 THEN 'seed-worker' END
              FROM generate_series(1, 157) AS g",
         )
         .await

@@ -39,7 +39,9 @@ async fn app_with(fake: &FakeProvider) -> TestApp {
 }
 
 async fn start_worker(app: &TestApp, fake: &FakeProvider, config: WorkerConfig) -> Worker {
-    Worker::start(app.db.pool(), &app.db.args(), fake.router(), config).await
+    Worker::start(&app.db.args(), fake.router(), config)
+        .await
+        .expect("worker starts")
 }
 
 const TASK: &str = "query($id: ID!) { task(id: $id) { id prompt status result error attempts promptTokens completionTokens workerId startedAt finishedAt runAt cancelRequested } }";
@@ -424,13 +426,16 @@ async fn a_worker_that_lost_its_lease_cannot_record_its_outcome() {
         .unwrap();
     let mut conn = app.state.db().await.unwrap();
     let lease = Duration::from_secs(30);
+    for worker in ["worker-a", "worker-b"] {
+        store::heartbeat(&mut conn, worker, lease).await.unwrap();
+    }
 
-    let first = store::claim_batch(&mut conn, "worker-a", 10, lease)
+    let first = store::claim_batch(&mut conn, "worker-a", 10, &[])
         .await
         .unwrap();
     assert_eq!((first.len(), first[0].attempts), (1, 1));
     assert!(
-        store::claim_batch(&mut conn, "worker-b", 10, lease)
+        store::claim_batch(&mut conn, "worker-b", 10, &[])
             .await
             .unwrap()
             .is_empty(),
@@ -442,13 +447,20 @@ async fn a_worker_that_lost_its_lease_cannot_record_its_outcome() {
         .client()
         .await
         .execute(
-            "UPDATE tasks SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
-            &[&id],
+            "UPDATE workers SET lease_expires_at = now() - interval '1 second' WHERE id = 'worker-a'",
+            &[],
         )
         .await
         .unwrap();
-    assert_eq!(store::rescue_expired(&mut conn, 100).await.unwrap(), 1);
-    let second = store::claim_batch(&mut conn, "worker-b", 10, lease)
+    let no_wait = Backoff {
+        base: Duration::ZERO,
+        max: Duration::ZERO,
+    };
+    let rescued = store::rescue_lost(&mut conn, 100, &[], &no_wait)
+        .await
+        .unwrap();
+    assert_eq!(rescued.len(), 1);
+    let second = store::claim_batch(&mut conn, "worker-b", 10, &[])
         .await
         .unwrap();
     assert_eq!((second.len(), second[0].attempts), (1, 2));
@@ -476,9 +488,9 @@ async fn a_worker_that_lost_its_lease_cannot_record_its_outcome() {
         (finished["status"].clone(), finished["result"].clone()),
         (json!("SUCCEEDED"), json!("fresh"))
     );
-    // And worker-a's heartbeat no longer renews it.
+    // And worker-a's heartbeat no longer counts it as worker-a's.
     assert!(
-        store::heartbeat(&mut conn, "worker-a", &[id], lease)
+        store::heartbeat(&mut conn, "worker-a", lease)
             .await
             .unwrap()
             .is_empty()

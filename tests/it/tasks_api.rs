@@ -349,8 +349,7 @@ pub async fn set_status(app: &TestApp, id: &serde_json::Value, status: &str) {
         .execute(
             &format!(
                 "UPDATE tasks SET status = '{status}',
-                    worker_id = CASE WHEN '{status}' = 'running' THEN 'test-worker' END,
-                    lease_expires_at = CASE WHEN '{status}' = 'running' THEN now() + interval '1 hour' END
+                    worker_id = CASE WHEN '{status}' = 'running' THEN 'test-worker' END
                  WHERE id = $1"
             ),
             &[&id],

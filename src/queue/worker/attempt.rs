@@ -1,0 +1,157 @@
+//! One attempt at one task: call the task's provider within the attempt's
+//! timeout, with no database connection held, and hand the verdict to the
+//! outcome writer. Stoppable from outside (a cancellation, a lost lease,
+//! shutdown), and a panic fails the attempt, never the worker.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+
+use crate::providers::CompletionRequest;
+use crate::queue::outcome::{AttemptId, Backoff, Outcome, Verdict};
+use crate::queue::worker::{Running, Shared, StopReason};
+use crate::tasks::Task;
+
+/// Runs the attempt a claim just made, in its own task, holding `permit`
+/// (its slot) until the attempt ends.
+pub(super) fn start(
+    shared: &Arc<Shared>,
+    task: Task,
+    permit: OwnedSemaphorePermit,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+) {
+    let attempt = AttemptId {
+        task_id: task.id,
+        attempt: task.attempts,
+    };
+    let (stop, stopped) = oneshot::channel();
+    shared.in_flight().insert(
+        attempt,
+        Running {
+            stop: Some(stop),
+            since: Instant::now(),
+            finished: false,
+        },
+    );
+    let shared = Arc::clone(shared);
+    let tracker = shared.attempts.clone();
+    tracker.spawn(async move {
+        let run = guard_panics(attempt.attempt, shared.config.backoff, call(&shared, task));
+        let verdict = tokio::select! {
+            verdict = run => Some(verdict),
+            reason = stopped => match reason {
+                Ok(StopReason::Cancel) => Some(Verdict::Cancelled),
+                Ok(StopReason::LeaseLost | StopReason::Shutdown) | Err(_) => None,
+            },
+        };
+        // The slot is free as soon as the attempt is: the next claim overlaps
+        // with writing this outcome.
+        drop(permit);
+        match verdict {
+            Some(verdict) => {
+                if let Some(running) = shared.in_flight().get_mut(&attempt) {
+                    running.finished = true;
+                }
+                let outcome = Outcome {
+                    task_id: attempt.task_id,
+                    attempt: attempt.attempt,
+                    verdict,
+                };
+                if outcomes.send(outcome).is_err() {
+                    shared.forget([attempt]);
+                }
+            }
+            None => shared.forget([attempt]),
+        }
+        shared.wake.notify_one();
+    });
+}
+
+/// Calls the task's provider, within the attempt's timeout.
+async fn call(shared: &Shared, task: Task) -> Verdict {
+    let Some(entry) = shared.router.resolve(&task.model) else {
+        return Verdict::Failed {
+            error: shared.router.unknown_model_message(&task.model),
+        };
+    };
+    let timeout = task
+        .timeout_seconds
+        .and_then(|s| u64::try_from(s).ok())
+        .map_or(shared.config.default_timeout, Duration::from_secs);
+    let request = CompletionRequest {
+        model: task.model,
+        prompt: task.prompt,
+        system: task.system_prompt,
+        temperature: task.temperature,
+        max_tokens: task.max_tokens,
+    };
+    let Ok(_limit) = entry.limiter.acquire().await else {
+        return Verdict::Failed {
+            error: format!("provider {} is shut down", entry.name),
+        };
+    };
+    match tokio::time::timeout(timeout, entry.provider.complete(&request)).await {
+        Ok(Ok(completion)) => Verdict::Succeeded(completion),
+        Ok(Err(error)) => {
+            Verdict::from_provider_error(error, task.attempts, &shared.config.backoff)
+        }
+        Err(_) => Verdict::Retry {
+            error: format!("the attempt timed out after {} s", timeout.as_secs()),
+            delay: shared.config.backoff.delay(task.attempts, None),
+        },
+    }
+}
+
+/// Turns a panic while running an attempt into a failed (retryable) attempt,
+/// so that one task's bug never takes the worker down.
+async fn guard_panics(
+    attempt: i32,
+    backoff: Backoff,
+    run: impl std::future::Future<Output = Verdict>,
+) -> Verdict {
+    AssertUnwindSafe(run)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".to_owned());
+            tracing::error!(%message, "a task panicked");
+            Verdict::Retry {
+                error: format!("the worker panicked while running the task: {message}"),
+                delay: backoff.delay(attempt, None),
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_attempt_becomes_a_retryable_failure() {
+        let verdict = guard_panics(1, Backoff::default(), async {
+            if std::hint::black_box(true) {
+                panic!("index out of bounds");
+            }
+            Verdict::Cancelled
+        })
+        .await;
+        match verdict {
+            Verdict::Retry { error, .. } => {
+                assert!(error.contains("index out of bounds"), "{error}")
+            }
+            other => panic!("expected a retry, got {other:?}"),
+        }
+        // And an attempt that does not panic passes through untouched.
+        assert_eq!(
+            guard_panics(1, Backoff::default(), async { Verdict::Cancelled }).await,
+            Verdict::Cancelled
+        );
+    }
+}
