@@ -9,5 +9,6 @@ mod migrations;
 mod pagination;
 mod providers_openai;
 mod queue;
+mod queue_guarantees;
 mod schema_file;
 mod tasks_api;

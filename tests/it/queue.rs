@@ -28,7 +28,7 @@ pub fn test_config(slots: usize) -> WorkerConfig {
 }
 
 /// The service with every model routed to `fake`.
-async fn app_with(fake: &FakeProvider) -> TestApp {
+pub async fn app_with(fake: &FakeProvider) -> TestApp {
     let db = TestDb::migrated().await;
     let state = AppState::new(db.pool(), fake.router());
     TestApp {
@@ -38,7 +38,7 @@ async fn app_with(fake: &FakeProvider) -> TestApp {
     }
 }
 
-async fn start_worker(app: &TestApp, fake: &FakeProvider, config: WorkerConfig) -> Worker {
+pub async fn start_worker(app: &TestApp, fake: &FakeProvider, config: WorkerConfig) -> Worker {
     Worker::start(&app.db.args(), fake.router(), config)
         .await
         .expect("worker starts")
@@ -46,7 +46,7 @@ async fn start_worker(app: &TestApp, fake: &FakeProvider, config: WorkerConfig) 
 
 const TASK: &str = "query($id: ID!) { task(id: $id) { id prompt status result error attempts promptTokens completionTokens workerId startedAt finishedAt runAt cancelRequested } }";
 
-async fn create(app: &TestApp, input: Value) -> String {
+pub async fn create(app: &TestApp, input: Value) -> String {
     let mut input = input;
     if input.get("model").is_none() {
         input["model"] = json!("fake-model");
@@ -57,12 +57,12 @@ async fn create(app: &TestApp, input: Value) -> String {
         .to_owned()
 }
 
-async fn task(app: &TestApp, id: &str) -> Value {
+pub async fn task(app: &TestApp, id: &str) -> Value {
     app.data(TASK, json!({ "id": id })).await["task"].clone()
 }
 
 /// Waits until the task reaches `status`.
-async fn wait_for(app: &TestApp, id: &str, status: &str, within: Duration) -> Value {
+pub async fn wait_for(app: &TestApp, id: &str, status: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let task = task(app, id).await;
