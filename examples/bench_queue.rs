@@ -7,13 +7,16 @@
 //!   insert's commit to the last outcome;
 //! - `latency`: one task at a time into an idle worker, 200 samples: time
 //!   from the create's commit to the provider receiving the call (p50, p99);
+//! - `delayed`: the same, with 100,000 tasks delayed into the future at the
+//!   highest priority (and so first in the claim's order): what waiting
+//!   tasks cost the claim of due ones;
 //! - `ai`: a provider that answers after 200 ms, 10,000 tasks at concurrency
 //!   500: tasks/s against Little's law (500 / 0.2 s = 2,500/s), the most
 //!   database connections the worker held, and its peak RSS.
 //!
 //! ```text
 //! cargo build --release --bin taskrunner --example bench_queue
-//! target/release/examples/bench_queue [--database-url URL] [--tasks N] [drain|latency|ai]...
+//! target/release/examples/bench_queue [--database-url URL] [--tasks N] [drain|latency|delayed|ai]...
 //! ```
 //!
 //! `--tasks` below 200 also shortens the latency run; `BENCH_WORKER_LOG` sets the
@@ -45,12 +48,17 @@ async fn main() -> anyhow::Result<()> {
                 database_url = args.next().context("--database-url needs a value")?
             }
             "--tasks" => tasks = args.next().context("--tasks needs a value")?.parse()?,
-            "drain" | "latency" | "ai" => scenarios.push(arg),
+            "drain" | "latency" | "delayed" | "ai" => scenarios.push(arg),
             other => bail!("unknown argument {other:?}; see the module docs"),
         }
     }
     if scenarios.is_empty() {
-        scenarios = vec!["drain".into(), "latency".into(), "ai".into()];
+        scenarios = vec![
+            "drain".into(),
+            "latency".into(),
+            "delayed".into(),
+            "ai".into(),
+        ];
     }
     let bench = Bench::new(database_url).await?;
     println!(
@@ -67,7 +75,12 @@ async fn main() -> anyhow::Result<()> {
             }
             "latency" => {
                 bench
-                    .latency(if tasks < 200 { tasks as usize } else { 200 })
+                    .latency(if tasks < 200 { tasks as usize } else { 200 }, 0)
+                    .await?
+            }
+            "delayed" => {
+                bench
+                    .latency(if tasks < 200 { tasks as usize } else { 200 }, 100_000)
                     .await?
             }
             _ => bench.ai(tasks, 500, Duration::from_millis(200)).await?,
@@ -156,7 +169,7 @@ impl Bench {
 
     async fn reset(&self) -> anyhow::Result<()> {
         self.db
-            .batch_execute("TRUNCATE tasks, task_status_counts")
+            .batch_execute("TRUNCATE tasks, task_status_counts, task_status_deltas, workers")
             .await?;
         self.db.batch_execute("VACUUM ANALYZE tasks").await?;
         Ok(())
@@ -182,7 +195,8 @@ impl Bench {
             let row = self
                 .db
                 .query_one(
-                    "SELECT (SELECT coalesce(sum(n), 0)::bigint FROM task_status_counts WHERE status IN ('succeeded', 'failed', 'cancelled')),
+                    "SELECT (SELECT coalesce(sum(n), 0)::bigint FROM task_status_counts)
+                            + (SELECT coalesce(sum(delta), 0)::bigint FROM task_status_deltas),
                             (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid())",
                     &[],
                 )
@@ -211,8 +225,21 @@ impl Bench {
         Ok(())
     }
 
-    async fn latency(&self, samples: usize) -> anyhow::Result<()> {
+    /// Pickup latency, with `delayed` tasks waiting in the future at the
+    /// highest priority.
+    async fn latency(&self, samples: usize, delayed: i64) -> anyhow::Result<()> {
         self.reset().await?;
+        if delayed > 0 {
+            self.db
+                .execute(
+                    "INSERT INTO tasks (prompt, model, priority, run_at)
+                     SELECT 'later ' || g, 'fake-model', 10, now() + interval '1 day'
+                     FROM generate_series(1, $1::bigint) g",
+                    &[&delayed],
+                )
+                .await?;
+            self.db.batch_execute("VACUUM ANALYZE tasks").await?;
+        }
         let fake = Fake::start(Duration::ZERO).await?;
         let mut worker = self.worker(8, Some(&fake)).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -238,7 +265,7 @@ impl Bench {
         let at =
             |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
         println!(
-            "latency   {samples} samples, commit → provider call: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            "latency   {samples} samples, {delayed} delayed tasks waiting, commit → provider call: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             ms(at(0.50)),
             ms(at(0.99)),
             ms(latencies[latencies.len() - 1])

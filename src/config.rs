@@ -120,7 +120,7 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
 
-    /// Most database connections this process keeps open.
+    /// Most database connections the API keeps open (the queue has its own pool).
     #[arg(long, env = "TASKRUNNER_DB_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     pub db_pool_size: u16,
 
