@@ -79,6 +79,12 @@ pub async fn establish(url: &str, timeout: Duration) -> Result<AsyncPgConnection
         })?
 }
 
+/// Whether PostgreSQL stopped a statement that ran past `statement_timeout`.
+pub fn is_statement_timeout(error: &diesel::result::Error) -> bool {
+    matches!(error, diesel::result::Error::DatabaseError(_, info)
+        if info.message().starts_with("canceling statement due to statement timeout"))
+}
+
 /// Whether a statement failed for a reason that has nothing to do with the
 /// rows it touched: the connection or the server went away, the statement ran
 /// out of time, or it lost a race it may win on a second try. Such a failure

@@ -28,14 +28,15 @@ pub use upkeep::{fold_status_counts, forget_dead_workers, sweep_exhausted};
 
 use diesel::result::Error;
 
-use crate::db::is_transient;
+use crate::db::{is_statement_timeout, is_transient};
 
 /// Finds the items of a batch that make a statement fail, by halving: run the
 /// statement on each part [`Splitter::next_part`] gives, and report a failure
 /// with [`Splitter::failed`]. A part that fails for a reason that is not
-/// transient is split, until every item that fails does so alone. A transient
-/// failure (the connection, a timeout) says nothing about the rows: it ends
-/// the search.
+/// transient is split, until every item that fails does so alone. A part that
+/// ran out of time is split too (a smaller part takes less), but one item
+/// that does is not blamed. Any other transient failure (the connection, a
+/// deadlock) says nothing about the rows: it ends the search.
 #[derive(Debug)]
 pub struct Splitter<'a, T> {
     parts: Vec<&'a [T]>,
@@ -65,7 +66,8 @@ impl<'a, T: Clone> Splitter<'a, T> {
     /// The statement failed on `part`: split it, or set its one item aside.
     /// Returns the error back if it is transient.
     pub fn failed(&mut self, part: &'a [T], error: Error) -> Result<(), Error> {
-        if is_transient(&error) {
+        let too_slow = is_statement_timeout(&error);
+        if (too_slow && part.len() == 1) || (!too_slow && is_transient(&error)) {
             return Err(error);
         }
         match part {
@@ -95,5 +97,68 @@ pub fn describe(error: &Error) -> String {
             None => info.message().to_owned(),
         },
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    use super::Splitter;
+
+    fn refused() -> Error {
+        Error::DatabaseError(
+            DatabaseErrorKind::CheckViolation,
+            Box::new("new row violates check constraint".to_owned()),
+        )
+    }
+
+    fn timed_out() -> Error {
+        Error::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("canceling statement due to statement timeout".to_owned()),
+        )
+    }
+
+    #[test]
+    fn the_rows_that_fail_a_batch_are_found_alone() {
+        let items: Vec<i32> = (1..=100).collect();
+        let mut splitter = Splitter::new(&items);
+        let mut done = Vec::new();
+        let mut runs = 0;
+        while let Some(part) = splitter.next_part() {
+            runs += 1;
+            if part.contains(&13) || part.contains(&77) {
+                splitter.failed(part, refused()).unwrap();
+            } else {
+                done.extend_from_slice(part);
+            }
+        }
+        let alone: Vec<i32> = splitter.alone.iter().map(|(item, _)| *item).collect();
+        assert_eq!(alone, [13, 77]);
+        assert_eq!(done.len(), 98);
+        assert!(runs <= 30, "found by halving, not one by one: {runs} runs");
+    }
+
+    #[test]
+    fn a_slow_batch_is_split_but_a_slow_row_is_not_blamed() {
+        let items = [1, 2, 3, 4];
+        let mut splitter = Splitter::new(&items);
+        let whole = splitter.next_part().unwrap();
+        splitter.failed(whole, timed_out()).unwrap();
+        let half = splitter.next_part().unwrap();
+        assert_eq!(half, [1, 2]);
+        splitter.failed(half, timed_out()).unwrap();
+        let one = splitter.next_part().unwrap();
+        assert!(
+            splitter.failed(one, timed_out()).is_err(),
+            "transient for one row"
+        );
+        assert!(splitter.alone.is_empty());
+        let closed = Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection,
+            Box::new("connection closed".to_owned()),
+        );
+        assert!(splitter.failed(&items, closed).is_err());
     }
 }

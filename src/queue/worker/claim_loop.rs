@@ -130,7 +130,7 @@ async fn claim(
             tasks,
             next_due: next_due.map(seconds),
         }),
-        Err(failure) if failure.blames_rows() => {
+        Err(failure) if failure.worth_splitting() => {
             tracing::warn!(error = %failure, "a claim failed; claiming one by one to find the row at fault");
             claim_isolating(shared, &mut conn, limit, unstartable).await
         }

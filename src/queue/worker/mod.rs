@@ -84,9 +84,16 @@ enum DbFailure {
 }
 
 impl DbFailure {
-    /// Whether the failure may be blamed on the rows (see `store::Splitter`).
+    /// Whether the failure may be the rows' fault.
     fn blames_rows(&self) -> bool {
         matches!(self, DbFailure::Statement(error) if !db::is_transient(error))
+    }
+
+    /// Whether splitting the batch may help (see `store::Splitter`): the
+    /// failure may be the rows' fault, or the batch took too long.
+    fn worth_splitting(&self) -> bool {
+        self.blames_rows()
+            || matches!(self, DbFailure::Statement(error) if db::is_statement_timeout(error))
     }
 }
 

@@ -51,7 +51,7 @@ async fn write(shared: &Shared, outcomes: &[Outcome]) -> Result<(), DbFailure> {
         .await;
     let written = match written {
         Ok(written) => written,
-        Err(failure) if failure.blames_rows() => {
+        Err(failure) if failure.worth_splitting() => {
             tracing::warn!(error = %failure, "recording outcomes failed; recording one by one to find the row at fault");
             return write_isolating(shared, &mut conn, outcomes).await;
         }

@@ -78,7 +78,7 @@ async fn rescue(shared: &Shared, conn: &mut AsyncPgConnection, unrescuable: &mut
         .await
     {
         Ok(rescued) => rescued,
-        Err(failure) if failure.blames_rows() => {
+        Err(failure) if failure.worth_splitting() => {
             tracing::warn!(error = %failure, "a rescue failed; rescuing one by one to find the row at fault");
             match rescue_isolating(shared, conn, unrescuable).await {
                 Ok(rescued) => rescued,
