@@ -4,6 +4,7 @@
 //! A [`Provider`] is an enum rather than a trait object: there are few kinds,
 //! each is plain data plus an HTTP client, and matching keeps calls static.
 
+pub mod body;
 pub mod config;
 pub mod echo;
 pub mod openai;

@@ -5,6 +5,8 @@
 //! and counts every attempt, so one call must be exactly one HTTP request, and
 //! we need its raw status code and `Retry-After` header; async-openai's client
 //! retries 429 and 5xx by itself, with no bound.
+//!
+//! Bodies are read with a cap (see [`body`](crate::providers::body)).
 
 use std::fmt;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use reqwest::{RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::providers::body::{caps, read_capped, size_text};
 use crate::providers::{Completion, CompletionRequest, ProviderError};
 
 /// How long to wait for a TCP (and TLS) connection, within the whole-request timeout.
@@ -125,7 +128,9 @@ impl OpenAiProvider {
             body["max_tokens"] = json!(max_tokens);
         }
         let url = format!("{}/chat/completions", self.base_url);
-        let answer: ChatResponse = self.call(self.client.post(url).json(&body)).await?;
+        let answer: ChatResponse = self
+            .call(self.client.post(url).json(&body), caps::ANSWER)
+            .await?;
 
         let text = answer
             .choices
@@ -149,34 +154,36 @@ impl OpenAiProvider {
     /// The ids of the models the server offers (`GET /models`), sorted.
     pub async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
         let url = format!("{}/models", self.base_url);
-        let list: ModelList = self.call(self.client.get(url)).await?;
+        let list: ModelList = self.call(self.client.get(url), caps::MODEL_LIST).await?;
         let mut ids: Vec<String> = list.data.into_iter().map(|model| model.id).collect();
         ids.sort();
         Ok(ids)
     }
 
-    /// Sends one request, classifies any failure, and parses a 2xx body as `T`.
+    /// Sends one request, classifies any failure, and parses a 2xx body of at
+    /// most `cap` bytes as `T`.
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         request: RequestBuilder,
+        cap: usize,
     ) -> Result<T, ProviderError> {
         let request = match &self.api_key {
             Some(ApiKey(key)) => request.bearer_auth(key), // marks the header sensitive
             None => request,
         };
-        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let transport = |error: reqwest::Error| self.transport_error(&error);
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let retry_after = retry_after(status, response.headers(), Utc::now());
-        let body = response
-            .text()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
         if !status.is_success() {
+            let retry_after = retry_after(status, response.headers(), Utc::now());
+            let body = read_capped(&mut response, caps::ERROR_BODY)
+                .await
+                .map_err(transport)?;
             let message = self.redact(format!(
                 "{}: HTTP {}{}",
                 self.name,
                 status,
-                provider_message(&body).map_or_else(String::new, |m| format!(": {m}")),
+                provider_message(&body.text()).map_or_else(String::new, |m| format!(": {m}")),
             ));
             return Err(if is_retryable(status) {
                 ProviderError::Retryable {
@@ -187,14 +194,32 @@ impl OpenAiProvider {
                 ProviderError::Permanent { message }
             });
         }
+        let too_large = || ProviderError::Permanent {
+            message: format!(
+                "{}: the provider's answer is larger than {}, the most taskrunner reads",
+                self.name,
+                size_text(cap)
+            ),
+        };
+        // A declared length over the cap fails before a byte is read.
+        if response
+            .content_length()
+            .is_some_and(|length| length > u64::try_from(cap).unwrap_or(u64::MAX))
+        {
+            return Err(too_large());
+        }
+        let body = read_capped(&mut response, cap).await.map_err(transport)?;
+        if body.cut {
+            return Err(too_large());
+        }
         // A 2xx we cannot parse is most often a proxy or gateway answering for
         // the provider (an HTML page, a truncated body), which passes; the queue
         // bounds the attempts, so retrying costs little and giving up loses a task.
-        serde_json::from_str(&body).map_err(|e| ProviderError::Retryable {
+        serde_json::from_slice(&body.bytes).map_err(|e| ProviderError::Retryable {
             message: self.redact(format!(
                 "{}: invalid response from provider: {e}: {}",
                 self.name,
-                excerpt(&body)
+                excerpt(&body.text())
             )),
             retry_after: None,
         })

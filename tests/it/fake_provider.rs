@@ -7,13 +7,21 @@
 //! - `slow:<ms>:<x>` — answers after `ms` milliseconds;
 //! - `status:<code>` — answers every call with that HTTP status;
 //! - `status:<code>:retry-after:<s>` — the same, with a Retry-After header;
-//! - `flaky:<n>:<x>` — answers 500 to the first `n` calls, then succeeds.
+//! - `flaky:<n>:<x>` — answers 500 to the first `n` calls, then succeeds;
+//! - `big-error:<code>:<bytes>` — answers that status with a body of `bytes` bytes;
+//! - `big-answer:<bytes>` — answers 200 with a body of `bytes` bytes (its length declared);
+//! - `endless-error:<code>` / `endless-answer` — that status (or 200) with a
+//!   body that never ends and declares no length.
+//!
+//! `GET /v1/models` lists `fake-small` and `fake-large` until told otherwise
+//! ([`FakeProvider::set_models`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,12 +34,24 @@ pub struct Call {
     pub at: Instant,
 }
 
-#[derive(Default)]
 struct Record {
     calls: Vec<Call>,
     per_prompt: HashMap<String, usize>,
     /// Calls whose client went away before the answer (the handler was dropped).
     aborted: Vec<String>,
+    /// What `GET /v1/models` lists.
+    models: Vec<String>,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record {
+            calls: Vec::new(),
+            per_prompt: HashMap::new(),
+            aborted: Vec::new(),
+            models: vec!["fake-small".to_owned(), "fake-large".to_owned()],
+        }
+    }
 }
 
 /// The running fake.
@@ -85,6 +105,13 @@ impl FakeProvider {
             .unwrap_or_default()
     }
 
+    /// Makes `GET /v1/models` list these models.
+    pub fn set_models(&self, models: &[&str]) {
+        if let Ok(mut record) = self.record.lock() {
+            record.models = models.iter().map(|m| (*m).to_owned()).collect();
+        }
+    }
+
     /// Waits until `prompt` has been called `n` times.
     pub async fn wait_for_calls(&self, prompt: &str, n: usize, within: Duration) {
         let deadline = Instant::now() + within;
@@ -130,8 +157,12 @@ impl Drop for AbortGuard {
     }
 }
 
-async fn models() -> Json<Value> {
-    Json(json!({ "object": "list", "data": [{ "id": "fake-small" }, { "id": "fake-large" }] }))
+async fn models(State(record): State<Arc<Mutex<Record>>>) -> Response {
+    let Ok(record) = record.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let data: Vec<Value> = record.models.iter().map(|id| json!({ "id": id })).collect();
+    Json(json!({ "object": "list", "data": data })).into_response()
 }
 
 async fn complete(
@@ -189,6 +220,10 @@ async fn complete(
                 answer(&rest.join(":"))
             }
         }
+        ["big-error", code, bytes] => sized(code.parse().unwrap_or(500), bytes),
+        ["big-answer", bytes] => sized(200, bytes),
+        ["endless-error", code] => endless(code.parse().unwrap_or(500)),
+        ["endless-answer"] => endless(200),
         _ => answer(&prompt.to_uppercase()),
     };
     guard.answered = true;
@@ -214,4 +249,23 @@ fn error(code: u16, retry_after: Option<&str>) -> Response {
         Some(seconds) => (status, [("retry-after", seconds.to_owned())], body).into_response(),
         None => (status, body).into_response(),
     }
+}
+
+/// A body of `bytes` bytes (its length declared) that starts like an OpenAI
+/// answer or error and is then only padding: valid JSON only if it were cut.
+fn sized(code: u16, bytes: &str) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let size = bytes.parse().unwrap_or(0);
+    let mut body = br#"{"error": {"message": ""#.to_vec();
+    body.resize(size.max(body.len()), b'x');
+    (status, body).into_response()
+}
+
+/// A body that never ends, sent in 64 KiB chunks with no declared length.
+fn endless(code: u16) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+    let chunks =
+        futures_util::stream::repeat_with(move || Ok::<_, std::convert::Infallible>(chunk.clone()));
+    (status, Body::from_stream(chunks)).into_response()
 }

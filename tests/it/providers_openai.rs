@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use taskrunner::providers::body::caps;
 use taskrunner::providers::openai::{OpenAiConfig, OpenAiProvider};
 use taskrunner::providers::{CompletionRequest, ProviderError};
 
@@ -503,4 +504,96 @@ fn a_bad_base_url_is_refused_and_a_config_never_shows_its_key() {
     })
     .expect("provider");
     assert!(!format!("{provider:?}").contains(KEY));
+}
+
+/// A request whose prompt tells the shared fake provider what to send.
+fn asking(prompt: &str) -> CompletionRequest {
+    CompletionRequest {
+        prompt: prompt.to_owned(),
+        system: None,
+        ..request()
+    }
+}
+
+/// A call that must end although the fake's body may not.
+async fn within_deadline<T>(call: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("the call ends: the body is not read to its end")
+}
+
+#[tokio::test]
+async fn an_error_body_is_read_only_up_to_its_cap() {
+    let fake = crate::fake_provider::FakeProvider::start().await;
+    let provider = provider(&fake.base_url, Some(KEY), Duration::from_secs(60));
+    let ten_mib = 10 * 1024 * 1024;
+    for prompt in [
+        format!("big-error:500:{ten_mib}"),
+        "endless-error:502".to_owned(),
+    ] {
+        let (message, _) = retryable(within_deadline(provider.complete(&asking(&prompt))).await);
+        assert!(message.starts_with("openai: HTTP 50"), "{message}");
+        assert!(message.contains("xxxx"), "the start of the body is quoted");
+        assert!(
+            message.len() < 600,
+            "{prompt}: the message is short: {message}"
+        );
+    }
+    let message = permanent(
+        within_deadline(provider.complete(&asking(&format!("big-error:400:{ten_mib}")))).await,
+    );
+    assert!(
+        message.starts_with("openai: HTTP 400 Bad Request: {"),
+        "{message}"
+    );
+    assert!(message.len() < 600, "{message}");
+}
+
+#[tokio::test]
+async fn an_answer_over_its_cap_is_a_permanent_error_that_says_so() {
+    let fake = crate::fake_provider::FakeProvider::start().await;
+    let provider = provider(&fake.base_url, None, Duration::from_secs(60));
+    let over = format!("big-answer:{}", caps::ANSWER + 1);
+    for prompt in [over.as_str(), "endless-answer"] {
+        let message = permanent(within_deadline(provider.complete(&asking(prompt))).await);
+        assert_eq!(
+            message,
+            "openai: the provider's answer is larger than 8 MiB, the most taskrunner reads",
+            "{prompt}"
+        );
+    }
+
+    // A large answer within the cap is read whole (the fake answers the prompt upper-cased).
+    let long = "a".repeat(1024 * 1024);
+    let completion = within_deadline(provider.complete(&asking(&long)))
+        .await
+        .expect("a large answer");
+    assert_eq!(completion.text, long.to_uppercase());
+}
+
+#[tokio::test]
+async fn a_model_list_over_its_cap_is_refused() {
+    let fake = crate::fake_provider::FakeProvider::start().await;
+    let names: Vec<String> = (0..60_000).map(|i| format!("model-{i:014}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    fake.set_models(&names);
+    let error =
+        within_deadline(provider(&fake.base_url, None, Duration::from_secs(60)).list_models())
+            .await
+            .expect_err("too long a list");
+    assert_eq!(
+        error,
+        ProviderError::Permanent {
+            message:
+                "openai: the provider's answer is larger than 1 MiB, the most taskrunner reads"
+                    .to_owned()
+        }
+    );
+
+    fake.set_models(&names[..100]);
+    let listed = provider(&fake.base_url, None, Duration::from_secs(60))
+        .list_models()
+        .await
+        .expect("a list within the cap");
+    assert_eq!(listed.len(), 100);
 }
