@@ -6,6 +6,15 @@
 //! we need its raw status code and `Retry-After` header; async-openai's client
 //! retries 429 and 5xx by itself, with no bound.
 //!
+//! A completion has no time limit here but the connect timeout: how long a
+//! call may take is the attempt's timeout (the task's `timeoutSeconds`, else
+//! the provider's `timeout_seconds`, else `--task-timeout-seconds`; see
+//! [`ProviderEntry::attempt_timeout`](crate::providers::routing::ProviderEntry::attempt_timeout)),
+//! which the worker enforces around the call; dropping the call's future
+//! closes the HTTP request. A client-wide timeout would silently cap every
+//! task that allows itself longer. Listing models is different: nothing
+//! waits on it but start-up and the refresh, so it has its own short limit.
+//!
 //! Bodies are read with a cap (see [`body`](crate::providers::body)).
 
 use std::fmt;
@@ -21,8 +30,11 @@ use serde_json::json;
 use crate::providers::body::{caps, read_capped, size_text};
 use crate::providers::{Completion, CompletionRequest, ProviderError};
 
-/// How long to wait for a TCP (and TLS) connection, within the whole-request timeout.
+/// How long to wait for a TCP (and TLS) connection: the only limit on a
+/// completion that the client itself sets.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most one `GET /models` may take, from connecting to the last byte.
+const MODEL_LIST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest `Retry-After` we honour: a provider asking for a day is not a plan.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
 /// How much of an error body that is not OpenAI-shaped we keep in the message.
@@ -37,8 +49,6 @@ pub struct OpenAiConfig {
     pub base_url: String,
     /// The API key; `None` or empty (as local servers need) sends no `Authorization`.
     pub api_key: Option<String>,
-    /// The most one request may take, from connecting to the last byte of the answer.
-    pub timeout: Duration,
 }
 
 // Written out rather than derived so that logging a config never logs its key.
@@ -48,7 +58,6 @@ impl fmt::Debug for OpenAiConfig {
             .field("name", &self.name)
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -59,7 +68,6 @@ pub struct OpenAiProvider {
     name: String,
     base_url: String,
     api_key: Option<ApiKey>,
-    timeout: Duration,
     client: reqwest::Client,
 }
 
@@ -84,9 +92,9 @@ impl OpenAiProvider {
             "{}: the base URL {base_url:?} must start with http:// or https://",
             config.name
         );
+        // No `.timeout(…)`: see the module documentation.
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(config.timeout)
             .user_agent(concat!("taskrunner/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("cannot build the HTTP client")?;
@@ -99,7 +107,6 @@ impl OpenAiProvider {
             name: config.name,
             base_url,
             api_key,
-            timeout: config.timeout,
             client,
         })
     }
@@ -115,6 +122,7 @@ impl OpenAiProvider {
     }
 
     /// Asks for one chat completion (`POST /chat/completions`, not streamed).
+    /// It takes as long as the provider takes: bound it from outside.
     pub async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
         let system = request.system.as_ref();
         let system = system.map(|text| json!({"role": "system", "content": text}));
@@ -151,10 +159,11 @@ impl OpenAiProvider {
         })
     }
 
-    /// The ids of the models the server offers (`GET /models`), sorted.
+    /// The ids of the models the server offers (`GET /models`), sorted, within 10 s.
     pub async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
         let url = format!("{}/models", self.base_url);
-        let list: ModelList = self.call(self.client.get(url), caps::MODEL_LIST).await?;
+        let request = self.client.get(url).timeout(MODEL_LIST_TIMEOUT);
+        let list: ModelList = self.call(request, caps::MODEL_LIST).await?;
         let mut ids: Vec<String> = list.data.into_iter().map(|model| model.id).collect();
         ids.sort();
         Ok(ids)
@@ -227,18 +236,22 @@ impl OpenAiProvider {
 
     /// Classifies a failure to send the request or read the answer.
     fn transport_error(&self, error: &reqwest::Error) -> ProviderError {
-        let message = if error.is_timeout() {
-            let seconds = self.timeout.as_secs_f64();
-            format!("{}: timed out after {seconds}s", self.name)
-        } else {
-            let what = if error.is_connect() {
-                "cannot connect"
-            } else {
-                "request failed"
-            };
+        let name = &self.name;
+        let message = if error.is_connect() && error.is_timeout() {
+            let seconds = CONNECT_TIMEOUT.as_secs();
+            format!("{name}: cannot connect: no connection within {seconds} s")
+        } else if error.is_connect() {
             format!(
-                "{}: {what}: {}",
-                self.name,
+                "{name}: cannot connect: {}",
+                crate::error::error_chain(error)
+            )
+        } else if error.is_timeout() {
+            // Only a model list has a whole-request timeout.
+            let seconds = MODEL_LIST_TIMEOUT.as_secs();
+            format!("{name}: no answer within {seconds} s")
+        } else {
+            format!(
+                "{name}: request failed: {}",
                 crate::error::error_chain(error)
             )
         };

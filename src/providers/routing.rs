@@ -6,16 +6,18 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::providers::Provider;
+use crate::providers::{Completion, CompletionRequest, Provider, ProviderError};
 
 /// A provider as the deployment configured it.
 #[derive(Debug)]
 pub struct ProviderEntry {
     /// The provider's name, shown in `models` (e.g. `openai`, `ollama`, `echo`).
     pub name: String,
-    /// How to call it.
+    /// How to call it. Call [`ProviderEntry::complete`] instead, which keeps
+    /// to the concurrency limit.
     pub provider: Provider,
-    /// Caps the calls in flight to this provider from this process.
+    /// Caps the calls in flight to this provider from this process; taken by
+    /// [`ProviderEntry::complete`].
     pub limiter: Arc<Semaphore>,
     /// Model names it serves, exactly.
     pub models: Vec<String>,
@@ -23,6 +25,8 @@ pub struct ProviderEntry {
     pub model_prefixes: Vec<String>,
     /// Whether to ask the provider which models it has.
     pub discover_models: bool,
+    /// The provider's `timeout_seconds`: the attempt timeout of tasks that set none.
+    attempt_timeout: Option<Duration>,
     discovered: RwLock<Discovery>,
 }
 
@@ -56,7 +60,70 @@ impl ProviderEntry {
             models,
             model_prefixes,
             discover_models,
+            attempt_timeout: None,
             discovered: RwLock::new(Discovery::NotAsked),
+        }
+    }
+
+    /// The same provider, with `timeout` as the attempt timeout of tasks that set none.
+    pub fn with_attempt_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// How long one attempt at a task on this provider may take: the task's own
+    /// `timeoutSeconds` if it set one, else the provider's `timeout_seconds`
+    /// if configured, else `default` (`--task-timeout-seconds`). Nothing else
+    /// limits the call: the HTTP client has only a connect timeout.
+    pub fn attempt_timeout(
+        &self,
+        task_timeout_seconds: Option<i32>,
+        default: Duration,
+    ) -> Duration {
+        let task = task_timeout_seconds
+            .and_then(|seconds| u64::try_from(seconds).ok())
+            .filter(|&seconds| seconds > 0)
+            .map(Duration::from_secs);
+        task.or(self.attempt_timeout).unwrap_or(default)
+    }
+
+    /// Takes a place under the provider's `max_concurrency` (waiting for one
+    /// if need be), then sends the request. Dropping the future gives the
+    /// place back and closes the HTTP request. No time limit: see
+    /// [`ProviderEntry::complete_within`].
+    pub async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+        let _place = self.limiter.acquire().await.map_err(|_| self.closed())?;
+        self.provider.complete(request).await
+    }
+
+    /// Like [`ProviderEntry::complete`], but the call fails (retryably) when
+    /// `timeout` passes. The clock starts once a place is taken: waiting
+    /// behind other calls to a busy provider is not the task's fault, and
+    /// must not spend its attempts.
+    pub async fn complete_within(
+        &self,
+        request: &CompletionRequest,
+        timeout: Duration,
+    ) -> Result<Completion, ProviderError> {
+        let _place = self.limiter.acquire().await.map_err(|_| self.closed())?;
+        match tokio::time::timeout(timeout, self.provider.complete(request)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(ProviderError::Retryable {
+                message: format!(
+                    "{}: the attempt timed out after {} s",
+                    self.name,
+                    timeout.as_secs_f64()
+                ),
+                retry_after: None,
+            }),
+        }
+    }
+
+    /// The error for a limiter that was closed (nothing closes it today).
+    fn closed(&self) -> ProviderError {
+        ProviderError::Retryable {
+            message: format!("{}: the provider is shut down", self.name),
+            retry_after: None,
         }
     }
 
@@ -245,6 +312,33 @@ mod tests {
         assert_eq!(name("gpt-4o-mini-2024").as_deref(), Some("b"));
         assert_eq!(name("gpt-3.5").as_deref(), Some("a"));
         assert_eq!(name("llama3"), None);
+    }
+
+    #[test]
+    fn the_task_then_the_provider_then_the_default_sets_the_attempt_timeout() {
+        let default = Duration::from_secs(300);
+        let configured =
+            entry("p", &[], &[], true).with_attempt_timeout(Some(Duration::from_secs(1)));
+        let plain = entry("p", &[], &[], true);
+        assert_eq!(
+            configured.attempt_timeout(Some(900), default),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            configured.attempt_timeout(None, default),
+            Duration::from_secs(1)
+        );
+        assert_eq!(plain.attempt_timeout(None, default), default);
+        assert_eq!(
+            plain.attempt_timeout(Some(86_400), default),
+            Duration::from_secs(86_400)
+        );
+        // The database refuses these; were one to slip through, it is ignored.
+        assert_eq!(
+            configured.attempt_timeout(Some(0), default),
+            Duration::from_secs(1)
+        );
+        assert_eq!(plain.attempt_timeout(Some(-5), default), default);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //!
 //! `GET /v1/models` lists `fake-small` and `fake-large` until told otherwise
 //! ([`FakeProvider::set_models`]).
+//! Calls in flight are counted, and their most at once recorded.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,6 +40,9 @@ struct Record {
     per_prompt: HashMap<String, usize>,
     /// Calls whose client went away before the answer (the handler was dropped).
     aborted: Vec<String>,
+    /// Completions being answered now, and the most there ever were at once.
+    in_flight: usize,
+    max_in_flight: usize,
     /// What `GET /v1/models` lists.
     models: Vec<String>,
 }
@@ -49,6 +53,8 @@ impl Default for Record {
             calls: Vec::new(),
             per_prompt: HashMap::new(),
             aborted: Vec::new(),
+            in_flight: 0,
+            max_in_flight: 0,
             models: vec!["fake-small".to_owned(), "fake-large".to_owned()],
         }
     }
@@ -105,6 +111,11 @@ impl FakeProvider {
             .unwrap_or_default()
     }
 
+    /// The most completions that were being answered at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.record.lock().map(|r| r.max_in_flight).unwrap_or(0)
+    }
+
     /// Makes `GET /v1/models` list these models.
     pub fn set_models(&self, models: &[&str]) {
         if let Ok(mut record) = self.record.lock() {
@@ -127,10 +138,13 @@ impl FakeProvider {
     /// Provider settings pointing an OpenAI-compatible provider at this fake,
     /// serving every model name.
     pub fn settings(&self) -> taskrunner::providers::config::ProviderSettings {
-        let toml = format!(
-            "name = \"fake\"\nbase_url = \"{}\"\nmodel_prefixes = [\"\"]\ndiscover_models = false\ntimeout_seconds = 60",
-            self.base_url
-        );
+        self.settings_with("model_prefixes = [\"\"]\ndiscover_models = false")
+    }
+
+    /// Provider settings named `fake` pointing at this fake, with `extra`
+    /// TOML lines (routes, limits, timeouts).
+    pub fn settings_with(&self, extra: &str) -> taskrunner::providers::config::ProviderSettings {
+        let toml = format!("name = \"fake\"\nbase_url = \"{}\"\n{extra}", self.base_url);
         toml::from_str(&toml).expect("fake provider settings")
     }
 
@@ -140,7 +154,7 @@ impl FakeProvider {
     }
 }
 
-/// Marks a call aborted unless it answered.
+/// Counts a call out of flight when it ends, and marks it aborted unless it answered.
 struct AbortGuard {
     record: Arc<Mutex<Record>>,
     prompt: String,
@@ -149,10 +163,11 @@ struct AbortGuard {
 
 impl Drop for AbortGuard {
     fn drop(&mut self) {
-        if !self.answered
-            && let Ok(mut record) = self.record.lock()
-        {
-            record.aborted.push(self.prompt.clone());
+        if let Ok(mut record) = self.record.lock() {
+            record.in_flight -= 1;
+            if !self.answered {
+                record.aborted.push(self.prompt.clone());
+            }
         }
     }
 }
@@ -184,6 +199,8 @@ async fn complete(
             prompt: prompt.clone(),
             at: Instant::now(),
         });
+        record.in_flight += 1;
+        record.max_in_flight = record.max_in_flight.max(record.in_flight);
         let count = record.per_prompt.entry(prompt.clone()).or_insert(0);
         *count += 1;
         *count

@@ -8,6 +8,7 @@ mod limits;
 mod migrations;
 mod pagination;
 mod providers_openai;
+mod providers_routing;
 mod queue;
 mod schema_file;
 mod tasks_api;

@@ -93,7 +93,7 @@ impl FakeProvider {
     }
 
     fn provider(&self, api_key: Option<&str>) -> OpenAiProvider {
-        provider(&self.base_url, api_key, Duration::from_secs(5))
+        provider(&self.base_url, api_key)
     }
 }
 
@@ -127,12 +127,11 @@ async fn record_and_reply(
     response
 }
 
-fn provider(base_url: &str, api_key: Option<&str>, timeout: Duration) -> OpenAiProvider {
+fn provider(base_url: &str, api_key: Option<&str>) -> OpenAiProvider {
     OpenAiProvider::new(OpenAiConfig {
         name: "openai".to_owned(),
         base_url: base_url.to_owned(),
         api_key: api_key.map(str::to_owned),
-        timeout,
     })
     .expect("provider")
 }
@@ -394,35 +393,11 @@ async fn an_unreadable_success_is_retryable() {
 }
 
 #[tokio::test]
-async fn a_server_that_does_not_answer_in_time_is_retryable() {
-    let reply = Reply {
-        delay: Duration::from_secs(5),
-        ..Reply::json(200, answer("too late"))
-    };
-    let fake = FakeProvider::start(reply).await;
-    let provider = provider(&fake.base_url, Some(KEY), Duration::from_millis(300));
-    let started = std::time::Instant::now();
-    let (message, retry_after) = retryable(provider.complete(&request()).await);
-
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_eq!(message, "openai: timed out after 0.3s");
-    assert_eq!(retry_after, None);
-}
-
-#[tokio::test]
 async fn a_refused_connection_is_retryable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = listener.local_addr().expect("local address");
     drop(listener);
-    let provider = provider(
-        &format!("http://{address}/v1"),
-        Some(KEY),
-        Duration::from_secs(5),
-    );
+    let provider = provider(&format!("http://{address}/v1"), Some(KEY));
     let (message, retry_after) = retryable(provider.complete(&request()).await);
 
     assert!(message.starts_with("openai: cannot connect: "), "{message}");
@@ -478,7 +453,7 @@ async fn list_models_classifies_errors_too() {
 #[tokio::test]
 async fn a_trailing_slash_in_the_base_url_is_tolerated() {
     let fake = FakeProvider::start(Reply::json(200, answer("ok"))).await;
-    let provider = provider(&format!("{}/", fake.base_url), None, Duration::from_secs(5));
+    let provider = provider(&format!("{}/", fake.base_url), None);
     assert_eq!(provider.base_url(), fake.base_url);
     assert_eq!(provider.name(), "openai");
 
@@ -492,7 +467,6 @@ fn a_bad_base_url_is_refused_and_a_config_never_shows_its_key() {
         name: "openai".to_owned(),
         base_url: "localhost:11434/v1".to_owned(),
         api_key: Some(KEY.to_owned()),
-        timeout: Duration::from_secs(5),
     };
     assert!(!format!("{config:?}").contains(KEY));
     let error = OpenAiProvider::new(config.clone()).expect_err("no scheme");
@@ -525,7 +499,7 @@ async fn within_deadline<T>(call: impl std::future::Future<Output = T>) -> T {
 #[tokio::test]
 async fn an_error_body_is_read_only_up_to_its_cap() {
     let fake = crate::fake_provider::FakeProvider::start().await;
-    let provider = provider(&fake.base_url, Some(KEY), Duration::from_secs(60));
+    let provider = provider(&fake.base_url, Some(KEY));
     let ten_mib = 10 * 1024 * 1024;
     for prompt in [
         format!("big-error:500:{ten_mib}"),
@@ -552,7 +526,7 @@ async fn an_error_body_is_read_only_up_to_its_cap() {
 #[tokio::test]
 async fn an_answer_over_its_cap_is_a_permanent_error_that_says_so() {
     let fake = crate::fake_provider::FakeProvider::start().await;
-    let provider = provider(&fake.base_url, None, Duration::from_secs(60));
+    let provider = provider(&fake.base_url, None);
     let over = format!("big-answer:{}", caps::ANSWER + 1);
     for prompt in [over.as_str(), "endless-answer"] {
         let message = permanent(within_deadline(provider.complete(&asking(prompt))).await);
@@ -577,10 +551,9 @@ async fn a_model_list_over_its_cap_is_refused() {
     let names: Vec<String> = (0..60_000).map(|i| format!("model-{i:014}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     fake.set_models(&names);
-    let error =
-        within_deadline(provider(&fake.base_url, None, Duration::from_secs(60)).list_models())
-            .await
-            .expect_err("too long a list");
+    let error = within_deadline(provider(&fake.base_url, None).list_models())
+        .await
+        .expect_err("too long a list");
     assert_eq!(
         error,
         ProviderError::Permanent {
@@ -591,7 +564,7 @@ async fn a_model_list_over_its_cap_is_refused() {
     );
 
     fake.set_models(&names[..100]);
-    let listed = provider(&fake.base_url, None, Duration::from_secs(60))
+    let listed = provider(&fake.base_url, None)
         .list_models()
         .await
         .expect("a list within the cap");
