@@ -65,7 +65,12 @@ pub struct ProviderSettings {
     /// Model name prefixes served.
     #[serde(default)]
     pub model_prefixes: Vec<String>,
-    /// Ask the provider for its models (`GET /models`) at start and now and then.
+    /// Ask the provider for its models (`GET /models`) at start and now and
+    /// then. If it answers 401 or 403, tasks for the models it would serve
+    /// (any name, when it names none here) are refused with
+    /// PROVIDER_UNAVAILABLE until it lists them; `models` and
+    /// `model_prefixes` named here are still served, so a key that may run
+    /// models but not list them works with those (or with this set to false).
     #[serde(default = "default_true")]
     pub discover_models: bool,
 }
@@ -251,10 +256,7 @@ mod tests {
         let router = router_from(file.providers).unwrap();
         let default = Duration::from_secs(300);
         let timeout = |model: &str, task: Option<i32>| {
-            router
-                .resolve(model)
-                .unwrap()
-                .attempt_timeout(task, default)
+            router.route(model).unwrap().attempt_timeout(task, default)
         };
         assert_eq!(timeout("big", None), Duration::from_secs(3600));
         assert_eq!(timeout("big", Some(20)), Duration::from_secs(20));

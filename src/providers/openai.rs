@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::providers::body::{caps, read_capped, size_text};
-use crate::providers::{Completion, CompletionRequest, ProviderError};
+use crate::providers::{Completion, CompletionRequest, ModelListError, ProviderError};
 
 /// How long to wait for a TCP (and TLS) connection: the only limit on a
 /// completion that the client itself sets.
@@ -79,6 +79,13 @@ impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ApiKey(<redacted>)")
     }
+}
+
+/// A failed call: how the queue should treat it, and the HTTP status when
+/// the provider answered (listing models tells a refusal from the rest by it).
+struct Failure {
+    error: ProviderError,
+    status: Option<StatusCode>,
 }
 
 impl OpenAiProvider {
@@ -138,7 +145,8 @@ impl OpenAiProvider {
         let url = format!("{}/chat/completions", self.base_url);
         let answer: ChatResponse = self
             .call(self.client.post(url).json(&body), caps::ANSWER)
-            .await?;
+            .await
+            .map_err(|failure| failure.error)?;
 
         let text = answer
             .choices
@@ -159,13 +167,28 @@ impl OpenAiProvider {
         })
     }
 
-    /// The ids of the models the server offers (`GET /models`), sorted, within 10 s.
-    pub async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
+    /// The ids of the models the server offers (`GET /models`), sorted, within
+    /// 10 s. A 401 or 403 is a refusal, told apart from failures that may pass.
+    pub async fn list_models(&self) -> Result<Vec<String>, ModelListError> {
         let url = format!("{}/models", self.base_url);
         let request = self.client.get(url).timeout(MODEL_LIST_TIMEOUT);
-        let list: ModelList = self.call(request, caps::MODEL_LIST).await?;
+        let list: ModelList = self
+            .call(request, caps::MODEL_LIST)
+            .await
+            .map_err(|failure| match failure.status {
+                Some(status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)) => {
+                    ModelListError::Refused {
+                        status,
+                        message: failure.error.message().to_owned(),
+                    }
+                }
+                _ => ModelListError::Unavailable {
+                    message: failure.error.message().to_owned(),
+                },
+            })?;
         let mut ids: Vec<String> = list.data.into_iter().map(|model| model.id).collect();
         ids.sort();
+        ids.dedup();
         Ok(ids)
     }
 
@@ -175,12 +198,15 @@ impl OpenAiProvider {
         &self,
         request: RequestBuilder,
         cap: usize,
-    ) -> Result<T, ProviderError> {
+    ) -> Result<T, Failure> {
         let request = match &self.api_key {
             Some(ApiKey(key)) => request.bearer_auth(key), // marks the header sensitive
             None => request,
         };
-        let transport = |error: reqwest::Error| self.transport_error(&error);
+        let transport = |error: reqwest::Error| Failure {
+            error: self.transport_error(&error),
+            status: None,
+        };
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
         if !status.is_success() {
@@ -194,21 +220,28 @@ impl OpenAiProvider {
                 status,
                 provider_message(&body.text()).map_or_else(String::new, |m| format!(": {m}")),
             ));
-            return Err(if is_retryable(status) {
+            let error = if is_retryable(status) {
                 ProviderError::Retryable {
                     message,
                     retry_after,
                 }
             } else {
                 ProviderError::Permanent { message }
+            };
+            return Err(Failure {
+                error,
+                status: Some(status),
             });
         }
-        let too_large = || ProviderError::Permanent {
-            message: format!(
-                "{}: the provider's answer is larger than {}, the most taskrunner reads",
-                self.name,
-                size_text(cap)
-            ),
+        let too_large = || Failure {
+            error: ProviderError::Permanent {
+                message: format!(
+                    "{}: the provider's answer is larger than {}, the most taskrunner reads",
+                    self.name,
+                    size_text(cap)
+                ),
+            },
+            status: Some(status),
         };
         // A declared length over the cap fails before a byte is read.
         if response
@@ -224,13 +257,16 @@ impl OpenAiProvider {
         // A 2xx we cannot parse is most often a proxy or gateway answering for
         // the provider (an HTML page, a truncated body), which passes; the queue
         // bounds the attempts, so retrying costs little and giving up loses a task.
-        serde_json::from_slice(&body.bytes).map_err(|e| ProviderError::Retryable {
-            message: self.redact(format!(
-                "{}: invalid response from provider: {e}: {}",
-                self.name,
-                excerpt(&body.text())
-            )),
-            retry_after: None,
+        serde_json::from_slice(&body.bytes).map_err(|e| Failure {
+            error: ProviderError::Retryable {
+                message: self.redact(format!(
+                    "{}: invalid response from provider: {e}: {}",
+                    self.name,
+                    excerpt(&body.text())
+                )),
+                retry_after: None,
+            },
+            status: Some(status),
         })
     }
 

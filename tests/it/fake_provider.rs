@@ -14,7 +14,7 @@
 //!   body that never ends and declares no length.
 //!
 //! `GET /v1/models` lists `fake-small` and `fake-large` until told otherwise
-//! ([`FakeProvider::set_models`]).
+//! ([`FakeProvider::set_models`], [`FakeProvider::set_models_status`]).
 //! Calls in flight are counted, and their most at once recorded.
 
 use std::collections::HashMap;
@@ -43,8 +43,10 @@ struct Record {
     /// Completions being answered now, and the most there ever were at once.
     in_flight: usize,
     max_in_flight: usize,
-    /// What `GET /v1/models` lists.
+    /// What `GET /v1/models` answers.
     models: Vec<String>,
+    models_status: u16,
+    model_list_calls: usize,
 }
 
 impl Default for Record {
@@ -56,6 +58,8 @@ impl Default for Record {
             in_flight: 0,
             max_in_flight: 0,
             models: vec!["fake-small".to_owned(), "fake-large".to_owned()],
+            models_status: 200,
+            model_list_calls: 0,
         }
     }
 }
@@ -123,6 +127,19 @@ impl FakeProvider {
         }
     }
 
+    /// Makes `GET /v1/models` answer with this status (200 lists the models;
+    /// any other, an OpenAI-shaped error).
+    pub fn set_models_status(&self, status: u16) {
+        if let Ok(mut record) = self.record.lock() {
+            record.models_status = status;
+        }
+    }
+
+    /// How many times the models were asked for.
+    pub fn model_list_calls(&self) -> usize {
+        self.record.lock().map(|r| r.model_list_calls).unwrap_or(0)
+    }
+
     /// Waits until `prompt` has been called `n` times.
     pub async fn wait_for_calls(&self, prompt: &str, n: usize, within: Duration) {
         let deadline = Instant::now() + within;
@@ -173,9 +190,13 @@ impl Drop for AbortGuard {
 }
 
 async fn models(State(record): State<Arc<Mutex<Record>>>) -> Response {
-    let Ok(record) = record.lock() else {
+    let Ok(mut record) = record.lock() else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
+    record.model_list_calls += 1;
+    if record.models_status != 200 {
+        return error(record.models_status, None);
+    }
     let data: Vec<Value> = record.models.iter().map(|id| json!({ "id": id })).collect();
     Json(json!({ "object": "list", "data": data })).into_response()
 }

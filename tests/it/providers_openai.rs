@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use taskrunner::providers::body::caps;
 use taskrunner::providers::openai::{OpenAiConfig, OpenAiProvider};
-use taskrunner::providers::{CompletionRequest, ProviderError};
+use taskrunner::providers::{CompletionRequest, ModelListError, ProviderError};
 
 const KEY: &str = "sk-test-0123456789abcdef";
 
@@ -436,18 +436,48 @@ async fn list_models_returns_the_ids_sorted() {
 }
 
 #[tokio::test]
-async fn list_models_classifies_errors_too() {
-    let fake = FakeProvider::start(Reply::error(401, "Incorrect API key provided")).await;
-    let message = permanent(fake.provider(Some("wrong-key-123456")).list_models().await);
-    assert_eq!(
-        message,
-        "openai: HTTP 401 Unauthorized: Incorrect API key provided"
-    );
+async fn list_models_tells_a_refusal_from_a_passing_failure() {
+    for status in [401, 403] {
+        let fake = FakeProvider::start(Reply::error(status, "Incorrect API key provided")).await;
+        let error = fake
+            .provider(Some("wrong-key-123456"))
+            .list_models()
+            .await
+            .expect_err("refused");
+        let ModelListError::Refused {
+            status: refused,
+            message,
+        } = error
+        else {
+            panic!("expected a refusal, got {error:?}");
+        };
+        assert_eq!(refused.as_u16(), status);
+        assert!(
+            message.starts_with(&format!("openai: HTTP {status} ")),
+            "{message}"
+        );
+        assert!(
+            message.ends_with(": Incorrect API key provided"),
+            "{message}"
+        );
+    }
 
-    let fake =
-        FakeProvider::start(Reply::error(429, "slow down").with_header("retry-after", "2")).await;
-    let (_, retry_after) = retryable(fake.provider(Some(KEY)).list_models().await);
-    assert_eq!(retry_after, Some(Duration::from_secs(2)));
+    for reply in [
+        Reply::error(429, "slow down").with_header("retry-after", "2"),
+        Reply::error(500, "boom"),
+        Reply::json(200, json!({"object": "list"})),
+    ] {
+        let fake = FakeProvider::start(reply).await;
+        let error = fake
+            .provider(Some(KEY))
+            .list_models()
+            .await
+            .expect_err("not a list");
+        assert!(
+            matches!(&error, ModelListError::Unavailable { message } if message.starts_with("openai: ")),
+            "{error:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -546,7 +576,7 @@ async fn an_answer_over_its_cap_is_a_permanent_error_that_says_so() {
 }
 
 #[tokio::test]
-async fn a_model_list_over_its_cap_is_refused() {
+async fn a_model_list_over_its_cap_is_a_failure_that_may_pass() {
     let fake = crate::fake_provider::FakeProvider::start().await;
     let names: Vec<String> = (0..60_000).map(|i| format!("model-{i:014}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -556,7 +586,7 @@ async fn a_model_list_over_its_cap_is_refused() {
         .expect_err("too long a list");
     assert_eq!(
         error,
-        ProviderError::Permanent {
+        ModelListError::Unavailable {
             message:
                 "openai: the provider's answer is larger than 1 MiB, the most taskrunner reads"
                     .to_owned()
