@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::config::DatabaseArgs;
 use crate::db::{self, DbConn, DbPool};
 use crate::error::ApiError;
-use crate::providers::routing::ModelRouter;
+use crate::providers::routing::{ModelRouter, Unroutable};
 use crate::queue::DueNotifier;
 
 /// What the API needs to answer a request: the database pool and the model
@@ -55,14 +55,20 @@ impl AppState {
         &self.router
     }
 
-    /// BAD_USER_INPUT unless some provider serves `model`.
+    /// Whether a task for `model` can run: BAD_USER_INPUT (on `model`) if no
+    /// provider serves it, PROVIDER_UNAVAILABLE if the provider that would
+    /// refused to list its models (its key is wrong: every call would fail).
     pub fn check_model_is_served(&self, model: &str) -> Result<(), ApiError> {
-        match self.router.resolve(model) {
-            Some(_) => Ok(()),
-            None => Err(ApiError::bad_input(
-                "model",
-                self.router.unknown_model_message(model),
-            )),
+        match self.router.route(model) {
+            Ok(_) => Ok(()),
+            Err(Unroutable::NoProvider { message, .. }) => {
+                Err(ApiError::bad_input("model", message))
+            }
+            Err(refused @ Unroutable::ProviderRefused { .. }) => {
+                Err(ApiError::ProviderUnavailable {
+                    message: refused.message(),
+                })
+            }
         }
     }
 }

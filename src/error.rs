@@ -35,6 +35,9 @@ pub enum ApiError {
     },
     /// The database cannot be reached now; the client may try again.
     ServiceUnavailable,
+    /// The provider that would run the task refuses to work as configured
+    /// (it refused to list its models); the message names it and says why.
+    ProviderUnavailable { message: String },
     /// Anything else. The detail is logged, never sent.
     Internal(anyhow::Error),
 }
@@ -59,6 +62,7 @@ impl ApiError {
             ApiError::ServiceUnavailable => {
                 "the database is unavailable; try again shortly".to_owned()
             }
+            ApiError::ProviderUnavailable { message } => message.clone(),
             ApiError::Internal(_) => "internal error; the server log has the details".to_owned(),
         }
     }
@@ -70,6 +74,7 @@ impl ApiError {
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict { .. } => "CONFLICT",
             ApiError::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            ApiError::ProviderUnavailable { .. } => "PROVIDER_UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }

@@ -1,6 +1,12 @@
 //! Provider configuration: a `taskrunner.toml` file, or, for the common case,
 //! `OPENAI_BASE_URL` and `OPENAI_API_KEY` alone. The built-in `echo` model is
 //! always served.
+//!
+//! How long a call to a provider may take is one number, the attempt's
+//! timeout: the task's `timeoutSeconds` if it set one, else the provider's
+//! `timeout_seconds` if configured, else `--task-timeout-seconds` (300 s by
+//! default). The HTTP client adds no limit of its own but 10 s to connect, so
+//! a task that allows itself an hour gets an hour.
 
 use std::path::Path;
 use std::time::Duration;
@@ -43,9 +49,12 @@ pub struct ProviderSettings {
     /// The environment variable holding the API key (the key itself never
     /// goes in the file). Unset or empty sends no key, as local servers want.
     pub api_key_env: Option<String>,
-    /// Seconds one request may take.
-    #[serde(default = "default_timeout_seconds")]
-    pub timeout_seconds: u64,
+    /// How long one attempt at a task on this provider may take, in seconds,
+    /// when the task sets no `timeoutSeconds` (a task's own value always
+    /// wins). Unset, `--task-timeout-seconds` applies. Not an HTTP timeout:
+    /// nothing else cuts a call short.
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
     /// Most calls in flight to this provider from one process; unset, only
     /// `--workers` limits them.
     #[serde(default)]
@@ -56,7 +65,12 @@ pub struct ProviderSettings {
     /// Model name prefixes served.
     #[serde(default)]
     pub model_prefixes: Vec<String>,
-    /// Ask the provider for its models (`GET /models`) at start and now and then.
+    /// Ask the provider for its models (`GET /models`) at start and now and
+    /// then. If it answers 401 or 403, tasks for the models it would serve
+    /// (any name, when it names none here) are refused with
+    /// PROVIDER_UNAVAILABLE until it lists them; `models` and
+    /// `model_prefixes` named here are still served, so a key that may run
+    /// models but not list them works with those (or with this set to false).
     #[serde(default = "default_true")]
     pub discover_models: bool,
 }
@@ -66,9 +80,6 @@ fn default_kind() -> String {
 }
 fn default_base_url() -> String {
     OPENAI_DEFAULT_BASE_URL.to_owned()
-}
-fn default_timeout_seconds() -> u64 {
-    120
 }
 fn default_true() -> bool {
     true
@@ -109,7 +120,7 @@ fn from_env() -> Vec<ProviderSettings> {
         kind: default_kind(),
         base_url: base_url.unwrap_or_else(default_base_url),
         api_key_env: Some("OPENAI_API_KEY".to_owned()),
-        timeout_seconds: default_timeout_seconds(),
+        timeout_seconds: None,
         max_concurrency: None,
         models: Vec::new(),
         model_prefixes: Vec::new(),
@@ -139,7 +150,17 @@ pub fn router_from(settings: Vec<ProviderSettings>) -> anyhow::Result<ModelRoute
     Ok(ModelRouter::new(entries))
 }
 
+/// The most a provider's `timeout_seconds` may be: a task's own limit.
+const MAX_TIMEOUT_SECONDS: u64 = 86_400;
+
 fn entry_from(setting: ProviderSettings) -> anyhow::Result<ProviderEntry> {
+    if let Some(seconds) = setting.timeout_seconds {
+        anyhow::ensure!(
+            (1..=MAX_TIMEOUT_SECONDS).contains(&seconds),
+            "provider {:?} has timeout_seconds = {seconds}; it must be between 1 and {MAX_TIMEOUT_SECONDS}",
+            setting.name
+        );
+    }
     let provider = match setting.kind.as_str() {
         "echo" => Provider::Echo(EchoProvider),
         "openai" => {
@@ -151,7 +172,6 @@ fn entry_from(setting: ProviderSettings) -> anyhow::Result<ProviderEntry> {
                 name: setting.name.clone(),
                 base_url: setting.base_url.clone(),
                 api_key,
-                timeout: Duration::from_secs(setting.timeout_seconds.max(1)),
             })?)
         }
         other => bail!(
@@ -172,7 +192,8 @@ fn entry_from(setting: ProviderSettings) -> anyhow::Result<ProviderEntry> {
         models,
         setting.model_prefixes,
         discover,
-    ))
+    )
+    .with_attempt_timeout(setting.timeout_seconds.map(Duration::from_secs)))
 }
 
 #[cfg(test)]
@@ -213,6 +234,42 @@ mod tests {
         let file: ProvidersFile =
             toml::from_str("[[provider]]\nname = \"x\"\nkind = \"grpc\"").unwrap();
         assert!(router_from(file.providers).is_err());
+    }
+
+    #[test]
+    fn timeout_seconds_is_the_default_attempt_timeout_and_optional() {
+        let file: ProvidersFile = toml::from_str(
+            r#"
+            [[provider]]
+            name = "slow"
+            base_url = "http://127.0.0.1:11434/v1"
+            models = ["big"]
+            timeout_seconds = 3600
+
+            [[provider]]
+            name = "plain"
+            base_url = "http://127.0.0.1:11435/v1"
+            models = ["small"]
+            "#,
+        )
+        .unwrap();
+        let router = router_from(file.providers).unwrap();
+        let default = Duration::from_secs(300);
+        let timeout = |model: &str, task: Option<i32>| {
+            router.route(model).unwrap().attempt_timeout(task, default)
+        };
+        assert_eq!(timeout("big", None), Duration::from_secs(3600));
+        assert_eq!(timeout("big", Some(20)), Duration::from_secs(20));
+        assert_eq!(timeout("small", None), default);
+
+        for seconds in [0, 86_401] {
+            let file: ProvidersFile = toml::from_str(&format!(
+                "[[provider]]\nname = \"x\"\ntimeout_seconds = {seconds}"
+            ))
+            .unwrap();
+            let error = router_from(file.providers).expect_err("out of range");
+            assert!(error.to_string().contains("timeout_seconds"), "{error:#}");
+        }
     }
 
     #[test]

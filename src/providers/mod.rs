@@ -3,13 +3,21 @@
 //!
 //! A [`Provider`] is an enum rather than a trait object: there are few kinds,
 //! each is plain data plus an HTTP client, and matching keeps calls static.
+//! A [`ProviderEntry`](routing::ProviderEntry) wraps one with what the
+//! deployment configured for it (its models, its concurrency limit, its
+//! default attempt timeout); the [`ModelRouter`](routing::ModelRouter) picks
+//! the entry for a model name.
 
+pub mod body;
 pub mod config;
 pub mod echo;
+mod entry;
 pub mod openai;
 pub mod routing;
 
 use std::time::Duration;
+
+use reqwest::StatusCode;
 
 /// What a provider is asked to do: one chat completion.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +69,28 @@ impl ProviderError {
     }
 }
 
+/// Why a provider could not say which models it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelListError {
+    /// It answered 401 or 403: as configured (most often its API key), it
+    /// will not serve us, and waiting will not change that.
+    Refused { status: StatusCode, message: String },
+    /// Anything else (a timeout, no connection, a 5xx, an unreadable list):
+    /// it may pass.
+    Unavailable { message: String },
+}
+
+impl ModelListError {
+    /// What went wrong, for the log.
+    pub fn message(&self) -> &str {
+        match self {
+            ModelListError::Refused { message, .. } | ModelListError::Unavailable { message } => {
+                message
+            }
+        }
+    }
+}
+
 /// A configured provider.
 #[derive(Debug, Clone)]
 pub enum Provider {
@@ -80,7 +110,7 @@ impl Provider {
     }
 
     /// The models the provider says it serves, when it can say.
-    pub async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
+    pub async fn list_models(&self) -> Result<Vec<String>, ModelListError> {
         match self {
             Provider::Echo(_) => Ok(vec![echo::ECHO_MODEL.to_owned()]),
             Provider::OpenAi(provider) => provider.list_models().await,

@@ -5,6 +5,17 @@
 //! and counts every attempt, so one call must be exactly one HTTP request, and
 //! we need its raw status code and `Retry-After` header; async-openai's client
 //! retries 429 and 5xx by itself, with no bound.
+//!
+//! A completion has no time limit here but the connect timeout: how long a
+//! call may take is the attempt's timeout (the task's `timeoutSeconds`, else
+//! the provider's `timeout_seconds`, else `--task-timeout-seconds`; see
+//! [`ProviderEntry::attempt_timeout`](crate::providers::routing::ProviderEntry::attempt_timeout)),
+//! which the worker enforces around the call; dropping the call's future
+//! closes the HTTP request. A client-wide timeout would silently cap every
+//! task that allows itself longer. Listing models is different: nothing
+//! waits on it but start-up and the refresh, so it has its own short limit.
+//!
+//! Bodies are read with a cap (see [`body`](crate::providers::body)).
 
 use std::fmt;
 use std::time::Duration;
@@ -16,10 +27,14 @@ use reqwest::{RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::providers::{Completion, CompletionRequest, ProviderError};
+use crate::providers::body::{caps, read_capped, size_text};
+use crate::providers::{Completion, CompletionRequest, ModelListError, ProviderError};
 
-/// How long to wait for a TCP (and TLS) connection, within the whole-request timeout.
+/// How long to wait for a TCP (and TLS) connection: the only limit on a
+/// completion that the client itself sets.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most one `GET /models` may take, from connecting to the last byte.
+const MODEL_LIST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest `Retry-After` we honour: a provider asking for a day is not a plan.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
 /// How much of an error body that is not OpenAI-shaped we keep in the message.
@@ -34,8 +49,6 @@ pub struct OpenAiConfig {
     pub base_url: String,
     /// The API key; `None` or empty (as local servers need) sends no `Authorization`.
     pub api_key: Option<String>,
-    /// The most one request may take, from connecting to the last byte of the answer.
-    pub timeout: Duration,
 }
 
 // Written out rather than derived so that logging a config never logs its key.
@@ -45,7 +58,6 @@ impl fmt::Debug for OpenAiConfig {
             .field("name", &self.name)
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -56,7 +68,6 @@ pub struct OpenAiProvider {
     name: String,
     base_url: String,
     api_key: Option<ApiKey>,
-    timeout: Duration,
     client: reqwest::Client,
 }
 
@@ -70,6 +81,13 @@ impl fmt::Debug for ApiKey {
     }
 }
 
+/// A failed call: how the queue should treat it, and the HTTP status when
+/// the provider answered (listing models tells a refusal from the rest by it).
+struct Failure {
+    error: ProviderError,
+    status: Option<StatusCode>,
+}
+
 impl OpenAiProvider {
     /// Checks the configuration and builds the HTTP client all calls share.
     pub fn new(config: OpenAiConfig) -> anyhow::Result<Self> {
@@ -81,9 +99,9 @@ impl OpenAiProvider {
             "{}: the base URL {base_url:?} must start with http:// or https://",
             config.name
         );
+        // No `.timeout(…)`: see the module documentation.
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(config.timeout)
             .user_agent(concat!("taskrunner/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("cannot build the HTTP client")?;
@@ -96,7 +114,6 @@ impl OpenAiProvider {
             name: config.name,
             base_url,
             api_key,
-            timeout: config.timeout,
             client,
         })
     }
@@ -112,6 +129,7 @@ impl OpenAiProvider {
     }
 
     /// Asks for one chat completion (`POST /chat/completions`, not streamed).
+    /// It takes as long as the provider takes: bound it from outside.
     pub async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
         let system = request.system.as_ref();
         let system = system.map(|text| json!({"role": "system", "content": text}));
@@ -125,7 +143,10 @@ impl OpenAiProvider {
             body["max_tokens"] = json!(max_tokens);
         }
         let url = format!("{}/chat/completions", self.base_url);
-        let answer: ChatResponse = self.call(self.client.post(url).json(&body)).await?;
+        let answer: ChatResponse = self
+            .call(self.client.post(url).json(&body), caps::ANSWER)
+            .await
+            .map_err(|failure| failure.error)?;
 
         let text = answer
             .choices
@@ -146,74 +167,127 @@ impl OpenAiProvider {
         })
     }
 
-    /// The ids of the models the server offers (`GET /models`), sorted.
-    pub async fn list_models(&self) -> Result<Vec<String>, ProviderError> {
+    /// The ids of the models the server offers (`GET /models`), sorted, within
+    /// 10 s. A 401 or 403 is a refusal, told apart from failures that may pass.
+    pub async fn list_models(&self) -> Result<Vec<String>, ModelListError> {
         let url = format!("{}/models", self.base_url);
-        let list: ModelList = self.call(self.client.get(url)).await?;
+        let request = self.client.get(url).timeout(MODEL_LIST_TIMEOUT);
+        let list: ModelList = self
+            .call(request, caps::MODEL_LIST)
+            .await
+            .map_err(|failure| match failure.status {
+                Some(status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)) => {
+                    ModelListError::Refused {
+                        status,
+                        message: failure.error.message().to_owned(),
+                    }
+                }
+                _ => ModelListError::Unavailable {
+                    message: failure.error.message().to_owned(),
+                },
+            })?;
         let mut ids: Vec<String> = list.data.into_iter().map(|model| model.id).collect();
         ids.sort();
+        ids.dedup();
         Ok(ids)
     }
 
-    /// Sends one request, classifies any failure, and parses a 2xx body as `T`.
+    /// Sends one request, classifies any failure, and parses a 2xx body of at
+    /// most `cap` bytes as `T`.
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         request: RequestBuilder,
-    ) -> Result<T, ProviderError> {
+        cap: usize,
+    ) -> Result<T, Failure> {
         let request = match &self.api_key {
             Some(ApiKey(key)) => request.bearer_auth(key), // marks the header sensitive
             None => request,
         };
-        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let transport = |error: reqwest::Error| Failure {
+            error: self.transport_error(&error),
+            status: None,
+        };
+        let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
-        let retry_after = retry_after(status, response.headers(), Utc::now());
-        let body = response
-            .text()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
         if !status.is_success() {
+            let retry_after = retry_after(status, response.headers(), Utc::now());
+            let body = read_capped(&mut response, caps::ERROR_BODY)
+                .await
+                .map_err(transport)?;
             let message = self.redact(format!(
                 "{}: HTTP {}{}",
                 self.name,
                 status,
-                provider_message(&body).map_or_else(String::new, |m| format!(": {m}")),
+                provider_message(&body.text()).map_or_else(String::new, |m| format!(": {m}")),
             ));
-            return Err(if is_retryable(status) {
+            let error = if is_retryable(status) {
                 ProviderError::Retryable {
                     message,
                     retry_after,
                 }
             } else {
                 ProviderError::Permanent { message }
+            };
+            return Err(Failure {
+                error,
+                status: Some(status),
             });
+        }
+        let too_large = || Failure {
+            error: ProviderError::Permanent {
+                message: format!(
+                    "{}: the provider's answer is larger than {}, the most taskrunner reads",
+                    self.name,
+                    size_text(cap)
+                ),
+            },
+            status: Some(status),
+        };
+        // A declared length over the cap fails before a byte is read.
+        if response
+            .content_length()
+            .is_some_and(|length| length > u64::try_from(cap).unwrap_or(u64::MAX))
+        {
+            return Err(too_large());
+        }
+        let body = read_capped(&mut response, cap).await.map_err(transport)?;
+        if body.cut {
+            return Err(too_large());
         }
         // A 2xx we cannot parse is most often a proxy or gateway answering for
         // the provider (an HTML page, a truncated body), which passes; the queue
         // bounds the attempts, so retrying costs little and giving up loses a task.
-        serde_json::from_str(&body).map_err(|e| ProviderError::Retryable {
-            message: self.redact(format!(
-                "{}: invalid response from provider: {e}: {}",
-                self.name,
-                excerpt(&body)
-            )),
-            retry_after: None,
+        serde_json::from_slice(&body.bytes).map_err(|e| Failure {
+            error: ProviderError::Retryable {
+                message: self.redact(format!(
+                    "{}: invalid response from provider: {e}: {}",
+                    self.name,
+                    excerpt(&body.text())
+                )),
+                retry_after: None,
+            },
+            status: Some(status),
         })
     }
 
     /// Classifies a failure to send the request or read the answer.
     fn transport_error(&self, error: &reqwest::Error) -> ProviderError {
-        let message = if error.is_timeout() {
-            let seconds = self.timeout.as_secs_f64();
-            format!("{}: timed out after {seconds}s", self.name)
-        } else {
-            let what = if error.is_connect() {
-                "cannot connect"
-            } else {
-                "request failed"
-            };
+        let name = &self.name;
+        let message = if error.is_connect() && error.is_timeout() {
+            let seconds = CONNECT_TIMEOUT.as_secs();
+            format!("{name}: cannot connect: no connection within {seconds} s")
+        } else if error.is_connect() {
             format!(
-                "{}: {what}: {}",
-                self.name,
+                "{name}: cannot connect: {}",
+                crate::error::error_chain(error)
+            )
+        } else if error.is_timeout() {
+            // Only a model list has a whole-request timeout.
+            let seconds = MODEL_LIST_TIMEOUT.as_secs();
+            format!("{name}: no answer within {seconds} s")
+        } else {
+            format!(
+                "{name}: request failed: {}",
                 crate::error::error_chain(error)
             )
         };

@@ -7,13 +7,22 @@
 //! - `slow:<ms>:<x>` — answers after `ms` milliseconds;
 //! - `status:<code>` — answers every call with that HTTP status;
 //! - `status:<code>:retry-after:<s>` — the same, with a Retry-After header;
-//! - `flaky:<n>:<x>` — answers 500 to the first `n` calls, then succeeds.
+//! - `flaky:<n>:<x>` — answers 500 to the first `n` calls, then succeeds;
+//! - `big-error:<code>:<bytes>` — answers that status with a body of `bytes` bytes;
+//! - `big-answer:<bytes>` — answers 200 with a body of `bytes` bytes (its length declared);
+//! - `endless-error:<code>` / `endless-answer` — that status (or 200) with a
+//!   body that never ends and declares no length.
+//!
+//! `GET /v1/models` lists `fake-small` and `fake-large` until told otherwise
+//! ([`FakeProvider::set_models`], [`FakeProvider::set_models_status`]).
+//! Calls in flight are counted, and their most at once recorded.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,12 +35,33 @@ pub struct Call {
     pub at: Instant,
 }
 
-#[derive(Default)]
 struct Record {
     calls: Vec<Call>,
     per_prompt: HashMap<String, usize>,
     /// Calls whose client went away before the answer (the handler was dropped).
     aborted: Vec<String>,
+    /// Completions being answered now, and the most there ever were at once.
+    in_flight: usize,
+    max_in_flight: usize,
+    /// What `GET /v1/models` answers.
+    models: Vec<String>,
+    models_status: u16,
+    model_list_calls: usize,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record {
+            calls: Vec::new(),
+            per_prompt: HashMap::new(),
+            aborted: Vec::new(),
+            in_flight: 0,
+            max_in_flight: 0,
+            models: vec!["fake-small".to_owned(), "fake-large".to_owned()],
+            models_status: 200,
+            model_list_calls: 0,
+        }
+    }
 }
 
 /// The running fake.
@@ -85,6 +115,31 @@ impl FakeProvider {
             .unwrap_or_default()
     }
 
+    /// The most completions that were being answered at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.record.lock().map(|r| r.max_in_flight).unwrap_or(0)
+    }
+
+    /// Makes `GET /v1/models` list these models.
+    pub fn set_models(&self, models: &[&str]) {
+        if let Ok(mut record) = self.record.lock() {
+            record.models = models.iter().map(|m| (*m).to_owned()).collect();
+        }
+    }
+
+    /// Makes `GET /v1/models` answer with this status (200 lists the models;
+    /// any other, an OpenAI-shaped error).
+    pub fn set_models_status(&self, status: u16) {
+        if let Ok(mut record) = self.record.lock() {
+            record.models_status = status;
+        }
+    }
+
+    /// How many times the models were asked for.
+    pub fn model_list_calls(&self) -> usize {
+        self.record.lock().map(|r| r.model_list_calls).unwrap_or(0)
+    }
+
     /// Waits until `prompt` has been called `n` times.
     pub async fn wait_for_calls(&self, prompt: &str, n: usize, within: Duration) {
         let deadline = Instant::now() + within;
@@ -100,10 +155,13 @@ impl FakeProvider {
     /// Provider settings pointing an OpenAI-compatible provider at this fake,
     /// serving every model name.
     pub fn settings(&self) -> taskrunner::providers::config::ProviderSettings {
-        let toml = format!(
-            "name = \"fake\"\nbase_url = \"{}\"\nmodel_prefixes = [\"\"]\ndiscover_models = false\ntimeout_seconds = 60",
-            self.base_url
-        );
+        self.settings_with("model_prefixes = [\"\"]\ndiscover_models = false")
+    }
+
+    /// Provider settings named `fake` pointing at this fake, with `extra`
+    /// TOML lines (routes, limits, timeouts).
+    pub fn settings_with(&self, extra: &str) -> taskrunner::providers::config::ProviderSettings {
+        let toml = format!("name = \"fake\"\nbase_url = \"{}\"\n{extra}", self.base_url);
         toml::from_str(&toml).expect("fake provider settings")
     }
 
@@ -113,7 +171,7 @@ impl FakeProvider {
     }
 }
 
-/// Marks a call aborted unless it answered.
+/// Counts a call out of flight when it ends, and marks it aborted unless it answered.
 struct AbortGuard {
     record: Arc<Mutex<Record>>,
     prompt: String,
@@ -122,16 +180,25 @@ struct AbortGuard {
 
 impl Drop for AbortGuard {
     fn drop(&mut self) {
-        if !self.answered
-            && let Ok(mut record) = self.record.lock()
-        {
-            record.aborted.push(self.prompt.clone());
+        if let Ok(mut record) = self.record.lock() {
+            record.in_flight -= 1;
+            if !self.answered {
+                record.aborted.push(self.prompt.clone());
+            }
         }
     }
 }
 
-async fn models() -> Json<Value> {
-    Json(json!({ "object": "list", "data": [{ "id": "fake-small" }, { "id": "fake-large" }] }))
+async fn models(State(record): State<Arc<Mutex<Record>>>) -> Response {
+    let Ok(mut record) = record.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    record.model_list_calls += 1;
+    if record.models_status != 200 {
+        return error(record.models_status, None);
+    }
+    let data: Vec<Value> = record.models.iter().map(|id| json!({ "id": id })).collect();
+    Json(json!({ "object": "list", "data": data })).into_response()
 }
 
 async fn complete(
@@ -153,6 +220,8 @@ async fn complete(
             prompt: prompt.clone(),
             at: Instant::now(),
         });
+        record.in_flight += 1;
+        record.max_in_flight = record.max_in_flight.max(record.in_flight);
         let count = record.per_prompt.entry(prompt.clone()).or_insert(0);
         *count += 1;
         *count
@@ -189,6 +258,10 @@ async fn complete(
                 answer(&rest.join(":"))
             }
         }
+        ["big-error", code, bytes] => sized(code.parse().unwrap_or(500), bytes),
+        ["big-answer", bytes] => sized(200, bytes),
+        ["endless-error", code] => endless(code.parse().unwrap_or(500)),
+        ["endless-answer"] => endless(200),
         _ => answer(&prompt.to_uppercase()),
     };
     guard.answered = true;
@@ -214,4 +287,23 @@ fn error(code: u16, retry_after: Option<&str>) -> Response {
         Some(seconds) => (status, [("retry-after", seconds.to_owned())], body).into_response(),
         None => (status, body).into_response(),
     }
+}
+
+/// A body of `bytes` bytes (its length declared) that starts like an OpenAI
+/// answer or error and is then only padding: valid JSON only if it were cut.
+fn sized(code: u16, bytes: &str) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let size = bytes.parse().unwrap_or(0);
+    let mut body = br#"{"error": {"message": ""#.to_vec();
+    body.resize(size.max(body.len()), b'x');
+    (status, body).into_response()
+}
+
+/// A body that never ends, sent in 64 KiB chunks with no declared length.
+fn endless(code: u16) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+    let chunks =
+        futures_util::stream::repeat_with(move || Ok::<_, std::convert::Infallible>(chunk.clone()));
+    (status, Body::from_stream(chunks)).into_response()
 }

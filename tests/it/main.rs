@@ -8,6 +8,7 @@ mod limits;
 mod migrations;
 mod pagination;
 mod providers_openai;
+mod providers_routing;
 mod queue;
 mod queue_guarantees;
 mod schema_file;

@@ -10,8 +10,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use taskrunner::providers::body::caps;
 use taskrunner::providers::openai::{OpenAiConfig, OpenAiProvider};
-use taskrunner::providers::{CompletionRequest, ProviderError};
+use taskrunner::providers::{CompletionRequest, ModelListError, ProviderError};
 
 const KEY: &str = "sk-test-0123456789abcdef";
 
@@ -92,7 +93,7 @@ impl FakeProvider {
     }
 
     fn provider(&self, api_key: Option<&str>) -> OpenAiProvider {
-        provider(&self.base_url, api_key, Duration::from_secs(5))
+        provider(&self.base_url, api_key)
     }
 }
 
@@ -126,12 +127,11 @@ async fn record_and_reply(
     response
 }
 
-fn provider(base_url: &str, api_key: Option<&str>, timeout: Duration) -> OpenAiProvider {
+fn provider(base_url: &str, api_key: Option<&str>) -> OpenAiProvider {
     OpenAiProvider::new(OpenAiConfig {
         name: "openai".to_owned(),
         base_url: base_url.to_owned(),
         api_key: api_key.map(str::to_owned),
-        timeout,
     })
     .expect("provider")
 }
@@ -393,35 +393,11 @@ async fn an_unreadable_success_is_retryable() {
 }
 
 #[tokio::test]
-async fn a_server_that_does_not_answer_in_time_is_retryable() {
-    let reply = Reply {
-        delay: Duration::from_secs(5),
-        ..Reply::json(200, answer("too late"))
-    };
-    let fake = FakeProvider::start(reply).await;
-    let provider = provider(&fake.base_url, Some(KEY), Duration::from_millis(300));
-    let started = std::time::Instant::now();
-    let (message, retry_after) = retryable(provider.complete(&request()).await);
-
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_eq!(message, "openai: timed out after 0.3s");
-    assert_eq!(retry_after, None);
-}
-
-#[tokio::test]
 async fn a_refused_connection_is_retryable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = listener.local_addr().expect("local address");
     drop(listener);
-    let provider = provider(
-        &format!("http://{address}/v1"),
-        Some(KEY),
-        Duration::from_secs(5),
-    );
+    let provider = provider(&format!("http://{address}/v1"), Some(KEY));
     let (message, retry_after) = retryable(provider.complete(&request()).await);
 
     assert!(message.starts_with("openai: cannot connect: "), "{message}");
@@ -460,24 +436,54 @@ async fn list_models_returns_the_ids_sorted() {
 }
 
 #[tokio::test]
-async fn list_models_classifies_errors_too() {
-    let fake = FakeProvider::start(Reply::error(401, "Incorrect API key provided")).await;
-    let message = permanent(fake.provider(Some("wrong-key-123456")).list_models().await);
-    assert_eq!(
-        message,
-        "openai: HTTP 401 Unauthorized: Incorrect API key provided"
-    );
+async fn list_models_tells_a_refusal_from_a_passing_failure() {
+    for status in [401, 403] {
+        let fake = FakeProvider::start(Reply::error(status, "Incorrect API key provided")).await;
+        let error = fake
+            .provider(Some("wrong-key-123456"))
+            .list_models()
+            .await
+            .expect_err("refused");
+        let ModelListError::Refused {
+            status: refused,
+            message,
+        } = error
+        else {
+            panic!("expected a refusal, got {error:?}");
+        };
+        assert_eq!(refused.as_u16(), status);
+        assert!(
+            message.starts_with(&format!("openai: HTTP {status} ")),
+            "{message}"
+        );
+        assert!(
+            message.ends_with(": Incorrect API key provided"),
+            "{message}"
+        );
+    }
 
-    let fake =
-        FakeProvider::start(Reply::error(429, "slow down").with_header("retry-after", "2")).await;
-    let (_, retry_after) = retryable(fake.provider(Some(KEY)).list_models().await);
-    assert_eq!(retry_after, Some(Duration::from_secs(2)));
+    for reply in [
+        Reply::error(429, "slow down").with_header("retry-after", "2"),
+        Reply::error(500, "boom"),
+        Reply::json(200, json!({"object": "list"})),
+    ] {
+        let fake = FakeProvider::start(reply).await;
+        let error = fake
+            .provider(Some(KEY))
+            .list_models()
+            .await
+            .expect_err("not a list");
+        assert!(
+            matches!(&error, ModelListError::Unavailable { message } if message.starts_with("openai: ")),
+            "{error:?}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn a_trailing_slash_in_the_base_url_is_tolerated() {
     let fake = FakeProvider::start(Reply::json(200, answer("ok"))).await;
-    let provider = provider(&format!("{}/", fake.base_url), None, Duration::from_secs(5));
+    let provider = provider(&format!("{}/", fake.base_url), None);
     assert_eq!(provider.base_url(), fake.base_url);
     assert_eq!(provider.name(), "openai");
 
@@ -491,7 +497,6 @@ fn a_bad_base_url_is_refused_and_a_config_never_shows_its_key() {
         name: "openai".to_owned(),
         base_url: "localhost:11434/v1".to_owned(),
         api_key: Some(KEY.to_owned()),
-        timeout: Duration::from_secs(5),
     };
     assert!(!format!("{config:?}").contains(KEY));
     let error = OpenAiProvider::new(config.clone()).expect_err("no scheme");
@@ -503,4 +508,95 @@ fn a_bad_base_url_is_refused_and_a_config_never_shows_its_key() {
     })
     .expect("provider");
     assert!(!format!("{provider:?}").contains(KEY));
+}
+
+/// A request whose prompt tells the shared fake provider what to send.
+fn asking(prompt: &str) -> CompletionRequest {
+    CompletionRequest {
+        prompt: prompt.to_owned(),
+        system: None,
+        ..request()
+    }
+}
+
+/// A call that must end although the fake's body may not.
+async fn within_deadline<T>(call: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("the call ends: the body is not read to its end")
+}
+
+#[tokio::test]
+async fn an_error_body_is_read_only_up_to_its_cap() {
+    let fake = crate::fake_provider::FakeProvider::start().await;
+    let provider = provider(&fake.base_url, Some(KEY));
+    let ten_mib = 10 * 1024 * 1024;
+    for prompt in [
+        format!("big-error:500:{ten_mib}"),
+        "endless-error:502".to_owned(),
+    ] {
+        let (message, _) = retryable(within_deadline(provider.complete(&asking(&prompt))).await);
+        assert!(message.starts_with("openai: HTTP 50"), "{message}");
+        assert!(message.contains("xxxx"), "the start of the body is quoted");
+        assert!(
+            message.len() < 600,
+            "{prompt}: the message is short: {message}"
+        );
+    }
+    let message = permanent(
+        within_deadline(provider.complete(&asking(&format!("big-error:400:{ten_mib}")))).await,
+    );
+    assert!(
+        message.starts_with("openai: HTTP 400 Bad Request: {"),
+        "{message}"
+    );
+    assert!(message.len() < 600, "{message}");
+}
+
+#[tokio::test]
+async fn an_answer_over_its_cap_is_a_permanent_error_that_says_so() {
+    let fake = crate::fake_provider::FakeProvider::start().await;
+    let provider = provider(&fake.base_url, None);
+    let over = format!("big-answer:{}", caps::ANSWER + 1);
+    for prompt in [over.as_str(), "endless-answer"] {
+        let message = permanent(within_deadline(provider.complete(&asking(prompt))).await);
+        assert_eq!(
+            message,
+            "openai: the provider's answer is larger than 8 MiB, the most taskrunner reads",
+            "{prompt}"
+        );
+    }
+
+    // A large answer within the cap is read whole (the fake answers the prompt upper-cased).
+    let long = "a".repeat(1024 * 1024);
+    let completion = within_deadline(provider.complete(&asking(&long)))
+        .await
+        .expect("a large answer");
+    assert_eq!(completion.text, long.to_uppercase());
+}
+
+#[tokio::test]
+async fn a_model_list_over_its_cap_is_a_failure_that_may_pass() {
+    let fake = crate::fake_provider::FakeProvider::start().await;
+    let names: Vec<String> = (0..60_000).map(|i| format!("model-{i:014}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    fake.set_models(&names);
+    let error = within_deadline(provider(&fake.base_url, None).list_models())
+        .await
+        .expect_err("too long a list");
+    assert_eq!(
+        error,
+        ModelListError::Unavailable {
+            message:
+                "openai: the provider's answer is larger than 1 MiB, the most taskrunner reads"
+                    .to_owned()
+        }
+    );
+
+    fake.set_models(&names[..100]);
+    let listed = provider(&fake.base_url, None)
+        .list_models()
+        .await
+        .expect("a list within the cap");
+    assert_eq!(listed.len(), 100);
 }
