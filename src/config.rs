@@ -87,7 +87,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "TASKRUNNER_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
 
-    /// How long one attempt may run when the task sets no `timeoutSeconds`.
+    /// How long one attempt may run when neither the task (`timeoutSeconds`)
+    /// nor its provider (`timeout_seconds` in taskrunner.toml) sets a limit.
     #[arg(long, env = "TASKRUNNER_TASK_TIMEOUT_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub task_timeout_seconds: u64,
 

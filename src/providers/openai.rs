@@ -35,7 +35,9 @@ use crate::providers::{Completion, CompletionRequest, ModelListError, ProviderEr
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most one `GET /models` may take, from connecting to the last byte.
 const MODEL_LIST_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest `Retry-After` we honour: a provider asking for a day is not a plan.
+/// The longest `Retry-After` read from a header (a provider asking for a day
+/// is not a plan). The queue's backoff caps any retry's delay lower still, at
+/// its maximum (10 minutes by default): see `queue::Backoff`.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
 /// How much of an error body that is not OpenAI-shaped we keep in the message.
 const MAX_BODY_EXCERPT: usize = 500;

@@ -5,7 +5,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
@@ -70,17 +70,18 @@ pub(super) fn start(
     });
 }
 
-/// Calls the task's provider, within the attempt's timeout.
+/// Calls the task's provider, within the attempt's timeout (the task's own,
+/// else its provider's, else the deployment's default).
 async fn call(shared: &Shared, task: Task) -> Verdict {
-    let Some(entry) = shared.router.resolve(&task.model) else {
-        return Verdict::Failed {
-            error: shared.router.unknown_model_message(&task.model),
-        };
+    let backoff = &shared.config.backoff;
+    let entry = match shared.router.route(&task.model) {
+        Ok(entry) => entry,
+        // No provider: fails; a provider that refused to list: may pass.
+        Err(unroutable) => {
+            return Verdict::from_provider_error(unroutable.into(), task.attempts, backoff);
+        }
     };
-    let timeout = task
-        .timeout_seconds
-        .and_then(|s| u64::try_from(s).ok())
-        .map_or(shared.config.default_timeout, Duration::from_secs);
+    let timeout = entry.attempt_timeout(task.timeout_seconds, shared.config.default_timeout);
     let request = CompletionRequest {
         model: task.model,
         prompt: task.prompt,
@@ -88,20 +89,9 @@ async fn call(shared: &Shared, task: Task) -> Verdict {
         temperature: task.temperature,
         max_tokens: task.max_tokens,
     };
-    let Ok(_limit) = entry.limiter.acquire().await else {
-        return Verdict::Failed {
-            error: format!("provider {} is shut down", entry.name),
-        };
-    };
-    match tokio::time::timeout(timeout, entry.provider.complete(&request)).await {
-        Ok(Ok(completion)) => Verdict::Succeeded(completion),
-        Ok(Err(error)) => {
-            Verdict::from_provider_error(error, task.attempts, &shared.config.backoff)
-        }
-        Err(_) => Verdict::Retry {
-            error: format!("the attempt timed out after {} s", timeout.as_secs()),
-            delay: shared.config.backoff.delay(task.attempts, None),
-        },
+    match entry.complete_within(&request, timeout).await {
+        Ok(completion) => Verdict::Succeeded(completion),
+        Err(error) => Verdict::from_provider_error(error, task.attempts, backoff),
     }
 }
 
