@@ -595,3 +595,34 @@ async fn cancel_never_conflicts_while_a_task_moves_between_pending_and_running()
     .await;
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_tasks_own_timeout_governs_its_model_call() {
+    let fake = FakeProvider::start().await;
+    // The provider's default is one second; a task may ask for more.
+    let mut settings = fake.settings();
+    settings.timeout_seconds = Some(1);
+    let router = std::sync::Arc::new(
+        taskrunner::providers::config::router_from(vec![settings]).expect("router"),
+    );
+    let app = app_with(&fake).await;
+    let worker = taskrunner::queue::Worker::start(&app.db.args(), router, test_config(4))
+        .await
+        .expect("worker starts");
+    let patient = create(
+        &app,
+        json!({ "prompt": "slow:2500:patient", "timeoutSeconds": 10 }),
+    )
+    .await;
+    let hurried = create(
+        &app,
+        json!({ "prompt": "slow:2500:hurried", "maxAttempts": 1 }),
+    )
+    .await;
+    let done = wait_for(&app, &patient, "SUCCEEDED", Duration::from_secs(20)).await;
+    assert_eq!(done["result"], "patient");
+    let failed = wait_for(&app, &hurried, "FAILED", Duration::from_secs(20)).await;
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("timed out after 1 s"), "{error}");
+    worker.shutdown().await;
+}
