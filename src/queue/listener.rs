@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use diesel_async::SimpleAsyncConnection;
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
@@ -30,12 +29,7 @@ pub enum Notice {
 
 /// The waits between attempts to reconnect: 250 ms doubling to 2 s, jittered.
 fn reconnect_delays() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(250))
-        .with_max_delay(Duration::from_secs(2))
-        .with_jitter()
-        .without_max_times()
-        .build()
+    crate::queue::retry_delays(Duration::from_millis(250), Duration::from_secs(2))
 }
 
 /// Listens until `stop` is cancelled. `ready` fires once the first LISTEN is

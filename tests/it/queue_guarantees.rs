@@ -53,6 +53,27 @@ async fn id_of(app: &TestApp, prompt: &str) -> String {
     id.to_string()
 }
 
+/// Installs, in the test's database, a trigger standing for an operator's
+/// rule: any UPDATE of a row for which `condition` holds fails with `message`.
+async fn refuse_updates_when(app: &TestApp, condition: &str, message: &str) {
+    app.db
+        .client()
+        .await
+        .batch_execute(&format!(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF {condition} THEN
+                     RAISE EXCEPTION '{message}';
+                 END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER refuse BEFORE UPDATE ON tasks
+                 FOR EACH ROW EXECUTE FUNCTION refuse();"
+        ))
+        .await
+        .unwrap();
+}
+
 fn normal_prompts(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("normal-{i}")).collect()
 }
@@ -134,22 +155,12 @@ async fn a_row_the_database_refuses_to_start_is_ended_and_the_rest_run() {
     let fake = FakeProvider::start().await;
     let app = app_with(&fake).await;
     // An operator's trigger that refuses to let one row run.
-    app.db
-        .client()
-        .await
-        .batch_execute(
-            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-                 IF NEW.status = 'running' AND NEW.prompt = 'poison' THEN
-                     RAISE EXCEPTION 'poison may not run';
-                 END IF;
-                 RETURN NEW;
-             END $$;
-             CREATE TRIGGER refuse_poison BEFORE UPDATE ON tasks
-                 FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
-        )
-        .await
-        .unwrap();
+    refuse_updates_when(
+        &app,
+        "NEW.status = 'running' AND NEW.prompt = 'poison'",
+        "poison may not run",
+    )
+    .await;
     let normal = normal_prompts(20);
     let mut prompts: Vec<&str> = normal.iter().map(String::as_str).collect();
     prompts.insert(7, "poison");
@@ -214,22 +225,12 @@ async fn a_row_that_can_be_neither_started_nor_ended_does_not_stop_the_queue() {
 async fn an_outcome_the_database_refuses_fails_only_its_own_task() {
     let fake = FakeProvider::start().await;
     let app = app_with(&fake).await;
-    app.db
-        .client()
-        .await
-        .batch_execute(
-            "CREATE FUNCTION refuse_answer() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-                 IF NEW.status = 'succeeded' AND NEW.result = 'POISON' THEN
-                     RAISE EXCEPTION 'this answer may not be stored';
-                 END IF;
-                 RETURN NEW;
-             END $$;
-             CREATE TRIGGER refuse_answer BEFORE UPDATE ON tasks
-                 FOR EACH ROW EXECUTE FUNCTION refuse_answer();",
-        )
-        .await
-        .unwrap();
+    refuse_updates_when(
+        &app,
+        "NEW.status = 'succeeded' AND NEW.result = 'POISON'",
+        "this answer may not be stored",
+    )
+    .await;
     // Answers that arrive together, so they are written in one batch.
     let normal: Vec<String> = (0..12).map(|i| format!("slow:300:n{i}")).collect();
     let mut prompts: Vec<&str> = normal.iter().map(String::as_str).collect();
@@ -299,20 +300,17 @@ async fn a_rescue_the_database_refuses_spares_the_other_tasks() {
         .await
         .unwrap();
     assert_eq!(claimed.len(), 3);
+    refuse_updates_when(
+        &app,
+        "OLD.status = 'running' AND NEW.status <> 'running' AND NEW.prompt = 'poison'",
+        "poison may not leave",
+    )
+    .await;
     app.db
         .client()
         .await
         .batch_execute(
-            "CREATE FUNCTION refuse_rescue() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-                 IF OLD.status = 'running' AND NEW.status <> 'running' AND NEW.prompt = 'poison' THEN
-                     RAISE EXCEPTION 'poison may not leave';
-                 END IF;
-                 RETURN NEW;
-             END $$;
-             CREATE TRIGGER refuse_rescue BEFORE UPDATE ON tasks
-                 FOR EACH ROW EXECUTE FUNCTION refuse_rescue();
-             UPDATE workers SET lease_expires_at = now() - interval '1 second' WHERE id = 'ghost';",
+            "UPDATE workers SET lease_expires_at = now() - interval '1 second' WHERE id = 'ghost'",
         )
         .await
         .unwrap();

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use diesel_async::AsyncPgConnection;
 use tokio::sync::mpsc;
 
@@ -22,12 +21,7 @@ const MIN_SLEEP: Duration = Duration::from_millis(5);
 /// How long to wait between claims that keep failing: growing from 100 ms to
 /// 5 s, with jitter so that workers cut off together do not return together.
 fn retry_delays() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build()
+    crate::queue::retry_delays(Duration::from_millis(100), Duration::from_secs(5))
 }
 
 /// What one claim brought.

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use diesel_async::AsyncPgConnection;
 use tokio::sync::mpsc;
 
@@ -22,12 +21,8 @@ pub(super) async fn run(shared: Arc<Shared>, mut received: mpsc::UnboundedReceiv
     let mut batch = Vec::with_capacity(BATCH);
     while received.recv_many(&mut batch, BATCH).await > 0 {
         let outcomes = std::mem::take(&mut batch);
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut delays =
+            crate::queue::retry_delays(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             match write(&shared, &outcomes).await {
                 Ok(()) => break,
