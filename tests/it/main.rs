@@ -1,7 +1,9 @@
 //! Integration tests, against a real PostgreSQL (see `harness`).
 
 mod binary;
+mod cluster;
 mod fake_provider;
+mod faults;
 mod harness;
 mod http;
 mod limits;
@@ -9,6 +11,7 @@ mod migrations;
 mod pagination;
 mod process;
 mod providers_openai;
+mod proxy;
 mod queue;
 mod schema_file;
 mod tasks_api;
