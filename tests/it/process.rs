@@ -7,6 +7,7 @@
 //! neither a `.env`, a `taskrunner.toml` nor the developer's shell can change
 //! what a test runs.
 
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+use crate::fake_provider::FakeProvider;
 use crate::temp_dir::TempDir;
 
 /// What to start: a command line and environment for the binary.
@@ -57,6 +59,12 @@ impl Launch {
     /// The database to use (`DATABASE_URL`).
     pub fn database(self, url: &str) -> Launch {
         self.env("DATABASE_URL", url)
+    }
+
+    /// The provider configuration file to read (`--config`).
+    pub fn providers(self, config: &ProviderConfig) -> Launch {
+        let path = config.path.to_string_lossy().into_owned();
+        self.args(["--config".to_owned(), path])
     }
 
     /// Starts the process; it is killed if the returned value is dropped.
@@ -254,5 +262,26 @@ impl Process {
             Ok(Err(error)) => panic!("could not wait for pid {}: {error}", self.pid),
             Err(_) => None,
         }
+    }
+}
+
+/// A `taskrunner.toml` in a directory of its own, pointing every model name
+/// at a fake provider.
+pub struct ProviderConfig {
+    path: PathBuf,
+    _dir: TempDir,
+}
+
+impl ProviderConfig {
+    /// One OpenAI-compatible provider, the fake, serving every model name.
+    pub fn for_fake(fake: &FakeProvider) -> ProviderConfig {
+        let dir = TempDir::new("config");
+        let path = dir.path().join("taskrunner.toml");
+        let toml = format!(
+            "[[provider]]\nname = \"fake\"\nbase_url = \"{}\"\nmodel_prefixes = [\"\"]\ndiscover_models = false\ntimeout_seconds = 60\n",
+            fake.base_url
+        );
+        std::fs::write(&path, toml).expect("write taskrunner.toml");
+        ProviderConfig { path, _dir: dir }
     }
 }

@@ -6,3 +6,4 @@
 //! task, or start a second attempt of a task whose worker is alive.
 
 mod harness_smoke;
+mod shutdown;
