@@ -7,9 +7,11 @@
 
 mod crash_storm;
 mod harness_smoke;
+mod postgres_restart;
 mod shutdown;
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 /// Records, in the test's database, every update that makes a task
 /// SUCCEEDED (or rewrites a success), so that a task finished twice shows
@@ -66,6 +68,24 @@ pub async fn unfinished(client: &tokio_postgres::Client) -> Result<i64, tokio_po
         )
         .await?
         .get(0))
+}
+
+/// Waits until no task is PENDING or RUNNING; fails after `within`.
+pub async fn wait_until_all_final(client: &tokio_postgres::Client, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = unfinished(client).await.expect("count unfinished tasks");
+        if left == 0 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "{left} tasks still PENDING or RUNNING after {within:?}: {:?}",
+                status_counts(client).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Task statuses and how many tasks have each, in status order.
