@@ -1,74 +1,31 @@
 //! End to end through the real `taskrunner` binary: start-up on a free port,
 //! GraphiQL, health, readiness, a GraphQL round trip, graceful shutdown.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::harness::TestDb;
+use crate::process::{Launch, Process};
 
 /// A running `taskrunner serve` and the address it listens on.
 struct Server {
-    child: Child,
+    process: Process,
     address: String,
-    log: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
 impl Server {
     async fn start(db: &TestDb) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_taskrunner"))
-            .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
-            .env("DATABASE_URL", &db.url)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start taskrunner");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let (sender, mut log) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let address = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                let line = log.recv().await.expect("server exited before listening");
-                let Ok(event) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if let Some(address) = event["address"].as_str() {
-                    return address.to_owned();
-                }
-            }
-        })
-        .await
-        .expect("server listens within 30 s");
-        Server {
-            child,
-            address,
-            log,
-        }
+        let process = Launch::serve().database(&db.url).spawn();
+        let address = process.address().await;
+        Server { process, address }
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
-    }
-
-    fn terminate(&self) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
     }
 }
 
@@ -147,7 +104,7 @@ async fn the_binary_serves_and_shuts_down_gracefully() {
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    server.terminate();
+    server.process.terminate();
     tokio::time::sleep(Duration::from_millis(300)).await;
     stream.write_all(tail.as_bytes()).await.unwrap();
     let mut response = String::new();
@@ -158,16 +115,25 @@ async fn the_binary_serves_and_shuts_down_gracefully() {
         "{response}"
     );
 
-    let status = tokio::time::timeout(Duration::from_secs(15), server.child.wait())
+    let exited = server
+        .process
+        .wait_for_exit(Duration::from_secs(15))
         .await
-        .expect("exits after SIGTERM")
-        .unwrap();
-    assert!(status.success(), "clean exit: {status}");
-    let mut said_stopped = false;
-    while let Ok(line) = server.log.try_recv() {
-        said_stopped |= line.contains("\"stopped\"");
-    }
-    assert!(said_stopped, "logs that it stopped");
+        .expect("exits after SIGTERM");
+    assert!(
+        exited.status.success(),
+        "clean exit: {} ({:?} after SIGTERM)",
+        exited.status,
+        exited.took
+    );
+    assert!(
+        server
+            .process
+            .events()
+            .iter()
+            .any(|event| event["message"] == "stopped"),
+        "logs that it stopped"
+    );
     assert!(
         TcpStream::connect(&server.address).await.is_err(),
         "no longer listening"
@@ -178,25 +144,12 @@ async fn the_binary_serves_and_shuts_down_gracefully() {
 async fn a_worker_killed_mid_task_loses_nothing() {
     let fake = crate::fake_provider::FakeProvider::start().await;
     let db = TestDb::migrated().await;
-    let mut killed = Command::new(env!("CARGO_BIN_EXE_taskrunner"))
-        .args([
-            "worker",
-            "--workers",
-            "4",
-            "--lease-seconds",
-            "2",
-            "--log-format",
-            "json",
-        ])
-        .env("DATABASE_URL", &db.url)
+    let mut killed = Launch::worker()
+        .database(&db.url)
         .env("OPENAI_BASE_URL", &fake.base_url)
         .env("OPENAI_API_KEY", "")
-        .env_remove("TASKRUNNER_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start taskrunner worker");
+        .args(["--workers", "4", "--lease-seconds", "2"])
+        .spawn();
 
     // The worker child learns its models from the fake's GET /models.
     let state = taskrunner::AppState::new(db.pool(), fake.router());
@@ -220,7 +173,7 @@ async fn a_worker_killed_mid_task_loses_nothing() {
         .unwrap()
         .get(0);
     assert!(holder.is_some(), "the child holds the task");
-    killed.kill().await.expect("SIGKILL the worker"); // SIGKILL: no goodbye
+    killed.kill().await; // SIGKILL: no goodbye
 
     let survivor =
         taskrunner::queue::Worker::start(&db.args(), fake.router(), crate::queue::test_config(4))
