@@ -224,3 +224,50 @@ async fn schema_command_prints_the_sdl() {
         taskrunner::graphql::sdl()
     );
 }
+
+#[tokio::test]
+async fn serve_binds_its_port_before_its_workers_take_any_task() {
+    let db = TestDb::migrated().await;
+    // Work is waiting before the process starts.
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO tasks (prompt, model) SELECT 'waiting ' || g, 'echo' FROM generate_series(1, 50) g",
+        )
+        .await
+        .unwrap();
+    let server = Launch::serve().database(&db.url).spawn();
+    let message = |event: &Value| event["message"].as_str().unwrap_or_default().to_owned();
+    server
+        .wait_for_event(
+            "that its worker started",
+            |event| message(event) == "worker starting",
+            Duration::from_secs(60),
+        )
+        .await;
+    let order: Vec<String> = server
+        .events()
+        .iter()
+        .map(message)
+        .filter(|m| m.starts_with("listening") || m == "worker starting")
+        .collect();
+    assert!(
+        order.len() == 2 && order[0].starts_with("listening"),
+        "the port is bound first: {order:?}"
+    );
+    // And the work waiting is done.
+    let client = db.client().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let done: i64 = client
+            .query_one("SELECT count(*) FROM tasks WHERE status = 'succeeded'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if done == 50 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{done} of 50 done");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
