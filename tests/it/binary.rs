@@ -271,3 +271,64 @@ async fn serve_binds_its_port_before_its_workers_take_any_task() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn once_shutdown_begins_no_new_task_is_claimed() {
+    let fake = crate::fake_provider::FakeProvider::start().await;
+    let providers = crate::process::ProviderConfig::for_fake(&fake);
+    let db = TestDb::migrated().await;
+    let client = db.client().await;
+    client
+        .batch_execute("INSERT INTO tasks (prompt, model) VALUES ('hang', 'fake-model')")
+        .await
+        .unwrap();
+    let mut server = Launch::serve()
+        .database(&db.url)
+        .providers(&providers)
+        .args(["--shutdown-grace-seconds", "3"])
+        .spawn();
+    server.address().await;
+    fake.wait_for_calls("hang", 1, Duration::from_secs(30))
+        .await;
+    // The running task keeps the process in its grace period; work that
+    // arrives meanwhile must be left for another process.
+    server.terminate();
+    server
+        .wait_for_event(
+            "that it stopped claiming",
+            |event| event["message"] == "worker stopping",
+            Duration::from_secs(10),
+        )
+        .await;
+    client
+        .batch_execute(
+            "INSERT INTO tasks (prompt, model) VALUES ('late', 'fake-model'); NOTIFY taskrunner_task_due",
+        )
+        .await
+        .unwrap();
+    let exited = server
+        .wait_for_exit(Duration::from_secs(3 + 5))
+        .await
+        .expect("exits within the grace period and a few seconds");
+    assert!(exited.status.success(), "{exited:?}");
+    assert_eq!(fake.calls_for("late"), 0, "not claimed while stopping");
+    let rows = client
+        .query(
+            "SELECT prompt, status::text, attempts FROM tasks ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let states: Vec<(String, String, i32)> = rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("hang".to_owned(), "pending".to_owned(), 0),
+            ("late".to_owned(), "pending".to_owned(), 0)
+        ],
+        "the running task was handed back uncounted; the late one never taken"
+    );
+}

@@ -624,3 +624,46 @@ async fn a_tasks_own_timeout_governs_its_model_call() {
     assert!(error.contains("timed out after 1 s"), "{error}");
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn heartbeats_need_no_api_connection_and_leave_updated_at_alone() {
+    let fake = FakeProvider::start().await;
+    let app = app_with(&fake).await;
+    let worker = start_worker(&app, &fake, test_config(2)).await;
+    let client = app.db.client().await;
+    let id: i64 = create(&app, json!({ "prompt": "slow:5000:busy-api" }))
+        .await
+        .parse()
+        .unwrap();
+    // Every connection of the API's pool is taken, for the whole run.
+    let mut held = Vec::new();
+    for _ in 0..app.db.args().db_pool_size {
+        held.push(app.state.db().await.expect("an API connection"));
+    }
+    let row =
+        "SELECT status::text, updated_at::text, attempts, lost_attempts FROM tasks WHERE id = $1";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut updated_while_running: Option<String> = None;
+    let (attempts, lost) = loop {
+        let row = client.query_one(row, &[&id]).await.unwrap();
+        let (status, updated_at): (String, String) = (row.get(0), row.get(1));
+        match status.as_str() {
+            "running" => match &updated_while_running {
+                None => updated_while_running = Some(updated_at),
+                Some(first) => {
+                    assert_eq!(*first, updated_at, "lease renewals do not move updatedAt")
+                }
+            },
+            "succeeded" => break (row.get::<_, i32>(2), row.get::<_, i32>(3)),
+            "pending" => {}
+            other => panic!("unexpected status {other}"),
+        }
+        assert!(Instant::now() < deadline, "finished in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(updated_while_running.is_some(), "seen RUNNING");
+    assert_eq!((attempts, lost), (1, 0), "its lease never lapsed");
+    assert_eq!(fake.calls_for("slow:5000:busy-api"), 1);
+    drop(held);
+    worker.shutdown().await;
+}
