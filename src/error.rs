@@ -35,6 +35,9 @@ pub enum ApiError {
     },
     /// The database cannot be reached now; the client may try again.
     ServiceUnavailable,
+    /// PostgreSQL stopped a statement that ran past the statement timeout:
+    /// the request asked for more work than one statement may do.
+    QueryTimeout,
     /// Anything else. The detail is logged, never sent.
     Internal(anyhow::Error),
 }
@@ -59,6 +62,9 @@ impl ApiError {
             ApiError::ServiceUnavailable => {
                 "the database is unavailable; try again shortly".to_owned()
             }
+            ApiError::QueryTimeout => "the query took too long and was stopped; ask for less: \
+                 a narrower filter, a smaller page, or fewer totalCount fields"
+                .to_owned(),
             ApiError::Internal(_) => "internal error; the server log has the details".to_owned(),
         }
     }
@@ -70,6 +76,7 @@ impl ApiError {
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict { .. } => "CONFLICT",
             ApiError::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            ApiError::QueryTimeout => "QUERY_TIMEOUT",
             ApiError::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -103,6 +110,14 @@ impl From<DieselError> for ApiError {
                 tracing::warn!(error = %error, "database session ended by the server");
                 ApiError::ServiceUnavailable
             }
+            // diesel-async keeps no SQLSTATE: a cancelled statement (57014)
+            // is `Unknown` (matched as any kind, in case a later diesel names
+            // it), and only PostgreSQL's message tells a statement timeout
+            // from other cancellations.
+            DieselError::DatabaseError(_, info) if is_statement_timeout(info.message()) => {
+                tracing::warn!(error = %error, "statement stopped by the statement timeout");
+                ApiError::QueryTimeout
+            }
             DieselError::DatabaseError(DatabaseErrorKind::CheckViolation, info) => {
                 match info.constraint_name().and_then(field_of_constraint) {
                     Some((field, rule)) => ApiError::bad_input(field, rule),
@@ -119,6 +134,14 @@ fn is_server_going_away(message: &str) -> bool {
     message.starts_with("terminating connection")
         || message.starts_with("the database system is")
         || message.contains("connection closed")
+}
+
+/// Whether a server message is PostgreSQL's for a statement it cancelled
+/// because `statement_timeout` passed (SQLSTATE 57014). The text is fixed in
+/// PostgreSQL's source, but translated when the server's `lc_messages` is not
+/// English: such a server's timeouts are reported as internal errors.
+fn is_statement_timeout(message: &str) -> bool {
+    message == "canceling statement due to statement timeout"
 }
 
 /// The input field and rule behind each CHECK constraint of the `tasks` table,
