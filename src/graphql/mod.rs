@@ -1,5 +1,6 @@
 //! The GraphQL surface: the schema, its limits, and its resolvers.
 
+pub mod budget;
 mod connection;
 mod mutation;
 mod query;
@@ -29,9 +30,13 @@ pub fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscript
         .limit_complexity(MAX_COMPLEXITY)
 }
 
-/// The schema, serving from `state`.
+/// The schema, serving from `state`: each request may hold at most
+/// `state.connections_per_request()` pooled connections at once.
 pub fn schema(state: AppState) -> TaskRunnerSchema {
-    schema_builder().data(state).finish()
+    schema_builder()
+        .extension(budget::ConnectionBudget)
+        .data(state)
+        .finish()
 }
 
 /// The schema in SDL, as exported to `schema.graphql`.

@@ -4,6 +4,7 @@ use async_graphql::{Context, ID, Object};
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::graphql::budget;
 use crate::graphql::connection::TaskConnection;
 use crate::graphql::types::{
     ModelInfo, TaskFilterInput, TaskNode, TaskOrderInput, TaskStats, parse_task_id,
@@ -25,7 +26,7 @@ impl QueryRoot {
         #[graphql(desc = "The task's id.")] id: ID,
     ) -> async_graphql::Result<Option<TaskNode>> {
         let id = parse_task_id(&id)?;
-        let mut conn = ctx.data::<AppState>()?.db().await?;
+        let mut conn = budget::connection(ctx).await?;
         let task = store::find(&mut conn, id).await.map_err(ApiError::from)?;
         Ok(task.map(TaskNode))
     }
@@ -66,7 +67,7 @@ impl QueryRoot {
         let page_info = ctx.look_ahead().field("pageInfo");
         let wants_page_info =
             page_info.field("hasPreviousPage").exists() || page_info.field("hasNextPage").exists();
-        let mut conn = ctx.data::<AppState>()?.db().await?;
+        let mut conn = budget::connection(ctx).await?;
         let page = store::list(&mut conn, &filter, order, page, wants_page_info)
             .await
             .map_err(ApiError::from)?;
@@ -77,7 +78,7 @@ impl QueryRoot {
     /// How many tasks are in each state, and how long the oldest due task has
     /// waited. Cheap however many tasks there are (counters kept by triggers).
     async fn task_stats(&self, ctx: &Context<'_>) -> async_graphql::Result<TaskStats> {
-        let mut conn = ctx.data::<AppState>()?.db().await?;
+        let mut conn = budget::connection(ctx).await?;
         let stats = store::stats(&mut conn).await.map_err(ApiError::from)?;
         let oldest_pending_age_seconds =
             match (stats.count(TaskStatus::Pending) > 0, stats.oldest_due_at) {
