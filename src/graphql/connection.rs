@@ -67,6 +67,9 @@ impl TaskConnection {
     }
 
     /// How many tasks match the filter, across all pages. Counted only when asked for.
+    // A count visits every matching task: it is priced far above a field (see
+    // `MAX_COMPLEXITY`), and `tasks` reads this mark to charge it.
+    #[graphql(complexity = "super::TOTAL_COUNT_MARK")]
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
         let mut conn = budget::connection(ctx).await?;
         Ok(store::count(&mut conn, &self.filter)

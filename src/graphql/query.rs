@@ -77,6 +77,7 @@ impl QueryRoot {
 
     /// How many tasks are in each state, and how long the oldest due task has
     /// waited. Cheap however many tasks there are (counters kept by triggers).
+    #[graphql(complexity = "super::TASK_STATS_COST + child_complexity")]
     async fn task_stats(&self, ctx: &Context<'_>) -> async_graphql::Result<TaskStats> {
         let mut conn = budget::connection(ctx).await?;
         let stats = store::stats(&mut conn).await.map_err(ApiError::from)?;
@@ -158,13 +159,19 @@ fn page_request(
     })
 }
 
-/// The cost of a page: its size times the cost of one task's fields.
+/// The cost of a page (see [`super::MAX_COMPLEXITY`]): 1 for the list
+/// statement, the fields under it once per row of the page, and each
+/// `totalCount` once. `child_complexity` carries the counts in its high half
+/// (see [`super::TOTAL_COUNT_MARK`]) and the fields in its low half.
 fn page_complexity(first: Option<i32>, last: Option<i32>, child_complexity: usize) -> usize {
     let size = first
         .or(last)
         .map_or(DEFAULT_PAGE_SIZE, i64::from)
         .clamp(1, MAX_PAGE_SIZE);
-    usize::try_from(size)
-        .unwrap_or(1)
-        .saturating_mul(child_complexity)
+    let size = usize::try_from(size).unwrap_or(1);
+    let counts = child_complexity / super::TOTAL_COUNT_MARK;
+    let row_fields = child_complexity % super::TOTAL_COUNT_MARK;
+    1usize
+        .saturating_add(size.saturating_mul(row_fields))
+        .saturating_add(counts.saturating_mul(super::TOTAL_COUNT_COST))
 }
