@@ -6,7 +6,9 @@ use diesel::QueryResult;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::graphql::budget;
-use crate::graphql::types::{CreateTaskInput, TaskNode, UpdateTaskInput, parse_task_id};
+use crate::graphql::types::{
+    CreateTaskInput, TaskNode, UpdateTaskInput, check_instant, parse_task_id,
+};
 use crate::tasks::store::{self, Outcome};
 use crate::tasks::validation::TaskFields;
 
@@ -23,6 +25,9 @@ impl MutationRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The task to create.")] input: CreateTaskInput,
     ) -> async_graphql::Result<TaskNode> {
+        if let Some(run_at) = input.run_at {
+            check_instant("runAt", run_at)?;
+        }
         let new_task = TaskFields::from(input)
             .into_new_task()
             .map_err(ApiError::from)?;

@@ -7,9 +7,12 @@ use crate::error::ApiError;
 use crate::graphql::budget;
 use crate::graphql::connection::TaskConnection;
 use crate::graphql::types::{
-    ModelInfo, TaskFilterInput, TaskNode, TaskOrderInput, TaskStats, parse_task_id,
+    ModelInfo, TaskFilterInput, TaskNode, TaskOrderInput, TaskStats, is_writable_instant,
+    parse_task_id,
 };
-use crate::tasks::listing::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageRequest, TaskOrder};
+use crate::tasks::listing::{
+    Cursor, CursorError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageRequest, TaskOrder, TaskOrderField,
+};
 use crate::tasks::{TaskStatus, store};
 
 /// The queries.
@@ -135,7 +138,25 @@ fn page_request(
     };
     let cursor = |name: &str, text: Option<String>| -> Result<Option<Cursor>, ApiError> {
         text.map(|text| {
-            Cursor::decode(&text, order.field).map_err(|e| ApiError::bad_input(name, e.to_string()))
+            let cursor = Cursor::decode(&text, order.field)
+                .map_err(|e| ApiError::bad_input(name, e.to_string()))?;
+            // A time no task can have (forged, not issued) is refused here
+            // rather than failing in the database. (A priority out of range
+            // is harmless: it compares as the nearest one.)
+            let in_range = match cursor.field {
+                TaskOrderField::Priority => true,
+                TaskOrderField::CreatedAt | TaskOrderField::UpdatedAt => {
+                    cursor.key_as_timestamp().is_some_and(is_writable_instant)
+                }
+            };
+            if in_range {
+                Ok(cursor)
+            } else {
+                Err(ApiError::bad_input(
+                    name,
+                    CursorError::Malformed.to_string(),
+                ))
+            }
         })
         .transpose()
     };
