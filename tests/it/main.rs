@@ -3,6 +3,7 @@
 mod binary;
 mod fake_provider;
 mod harness;
+mod hostile;
 mod http;
 mod limits;
 mod migrations;
