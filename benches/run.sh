@@ -9,14 +9,20 @@
 #
 #   benches/run.sh                          # pool size 10, 32 connections, 10 s
 #   POOL_SIZES="10 16 32" benches/run.sh    # compare pool sizes
+#   SCENARIOS=interference ROWS=200000 PGBENCH_MODES= benches/run.sh
+#                                           # only the expensive request's effect
+#                                           # on other clients, on 200,000 rows
 #
 # Settings (environment): DATABASE_URL (default
 # postgres://postgres@127.0.0.1:5432/taskrunner_bench; created if missing),
 # PORT (8089), POOL_SIZES (10), CONCURRENCY (32), SECONDS_PER_RUN (10),
 # WARMUP (2), ROWS (100000), WORKERS (0: the server's task slots),
 # PGBENCH_THREADS (2), PGBENCH_MODES (simple; add `prepared` for the extended
-# protocol the server uses), RUST_LOG (the server's, info), CARGO_TARGET_DIR
-# (target), LOG_DIR ($CARGO_TARGET_DIR/bench-logs).
+# protocol the server uses; empty for no pgbench), SCENARIOS (bench_api's,
+# first,deep,create,interference), RATE (200: the interference scenario's
+# reads per second), ATTACKERS (1: its clients sending the expensive request),
+# RUST_LOG (the server's, info), CARGO_TARGET_DIR (target), LOG_DIR
+# ($CARGO_TARGET_DIR/bench-logs).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -30,7 +36,10 @@ warmup=${WARMUP:-2}
 rows=${ROWS:-100000}
 workers=${WORKERS:-0}
 pgbench_threads=${PGBENCH_THREADS:-2}
-pgbench_modes=${PGBENCH_MODES:-simple}
+pgbench_modes=${PGBENCH_MODES-simple}
+scenarios=${SCENARIOS:-first,deep,create,interference}
+rate=${RATE:-200}
+attackers=${ATTACKERS:-1}
 target_dir=${CARGO_TARGET_DIR:-target}
 log_dir=${LOG_DIR:-$target_dir/bench-logs}
 
@@ -71,10 +80,17 @@ for pool in $pool_sizes; do
     "$target_dir/release/examples/bench_api" \
         --url "http://127.0.0.1:$port" --database-url "$database_url" \
         --concurrency "$concurrency" --seconds "$seconds" --warmup "$warmup" \
-        --rows "$rows" --reseed --server-pid "$server_pid"
+        --rows "$rows" --reseed --server-pid "$server_pid" \
+        --scenarios "$scenarios" --rate "$rate" --attackers "$attackers"
     stop_server
     echo "(server log: $log)"
 done
+
+if [[ -z $pgbench_modes ]]; then
+    echo
+    echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+    exit 0
+fi
 
 # The deep position bench_api pages from: 90% of the way down, newest first.
 read -r key_us id < <(psql "$database_url" -AtF ' ' -c "

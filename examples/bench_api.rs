@@ -8,7 +8,15 @@
 //! - `deep page`: `tasks(first: 20, after: …)` from a cursor 90% of the way down;
 //! - `createTask`: the mutation, on the always-served `echo` model (the table
 //!   grows by what it inserts; serve with `--workers 0` so that the created
-//!   tasks are not run meanwhile and the API is measured alone).
+//!   tasks are not run meanwhile and the API is measured alone);
+//! - `interference`: what one client's expensive request does to everyone
+//!   else. Other clients read one task (`task(id:)`) at a steady `--rate`,
+//!   open loop (a late answer does not delay the next request), and their
+//!   p50/p99 are measured three times: alone; beside `--attackers` clients
+//!   sending the 2,000-alias `tasks(first: 1) { totalCount }` request back to
+//!   back (the request that once held every pooled connection for seconds);
+//!   and beside the same clients sending the heaviest request the complexity
+//!   limit allows (as many counts as it lets through).
 //!
 //! It prints requests/s, p50, p99 and errors per scenario (a response with
 //! `errors`, no `data`, or a status other than 200 counts as an error), how the
@@ -23,9 +31,11 @@
 //!     --concurrency 32 --seconds 10 --rows 100000 --server-pid "$SERVER_PID"
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -85,7 +95,10 @@ usage: bench_api [options]
   --rows N               rows to seed the table to (default 100000)
   --reseed               empty the table and seed it afresh (repeatable figures)
   --server-pid PID       report the server's CPU share and memory (VmRSS, VmHWM)
-  --scenarios LIST       comma-separated, from first,deep,create (default all)";
+  --scenarios LIST       comma-separated, from first,deep,create,interference
+                         (default all)
+  --rate N               interference: other clients' requests per second (default 200)
+  --attackers N          interference: clients sending the expensive request (default 1)";
 
 /// The command line.
 #[derive(Debug, Clone)]
@@ -99,6 +112,10 @@ struct Options {
     reseed: bool,
     server_pid: Option<u32>,
     scenarios: Vec<Scenario>,
+    /// Whether to run the interference scenario (after the others).
+    interference: bool,
+    rate: f64,
+    attackers: usize,
 }
 
 impl Options {
@@ -115,6 +132,9 @@ impl Options {
             reseed: false,
             server_pid: None,
             scenarios: Scenario::ALL.to_vec(),
+            interference: true,
+            rate: 200.0,
+            attackers: 1,
         };
         while let Some(flag) = args.next() {
             let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
@@ -129,16 +149,25 @@ impl Options {
                 "--reseed" => options.reseed = true,
                 "--server-pid" => options.server_pid = Some(number(&flag, &value()?)?),
                 "--scenarios" => {
-                    options.scenarios = value()?
+                    let names = value()?;
+                    options.interference =
+                        names.split(',').any(|name| name.trim() == "interference");
+                    options.scenarios = names
                         .split(',')
+                        .filter(|name| name.trim() != "interference")
                         .map(Scenario::from_name)
                         .collect::<anyhow::Result<_>>()?;
                 }
+                "--rate" => options.rate = number(&flag, &value()?)?,
+                "--attackers" => options.attackers = number(&flag, &value()?)?,
                 other => bail!("unknown option {other:?}"),
             }
         }
         if options.concurrency == 0 || options.seconds == 0 || options.rows < 1 {
             bail!("--concurrency, --seconds and --rows must be at least 1");
+        }
+        if !(options.rate >= 1.0 && options.rate <= 100_000.0) || options.attackers == 0 {
+            bail!("--rate must be 1 to 100000 and --attackers at least 1");
         }
         options.url = format!("{}/graphql", options.url.trim_end_matches('/'));
         Ok(Some(options))
@@ -173,7 +202,7 @@ impl Scenario {
             "first" => Ok(Scenario::FirstPage),
             "deep" => Ok(Scenario::DeepPage),
             "create" => Ok(Scenario::CreateTask),
-            other => bail!("unknown scenario {other:?} (first, deep or create)"),
+            other => bail!("unknown scenario {other:?} (first, deep, create or interference)"),
         }
     }
 
@@ -192,6 +221,11 @@ async fn run(options: &Options) -> anyhow::Result<()> {
     let database = connect(&options.database_url).await?;
     let rows = seed(&database, options.rows, options.reseed).await?;
     let deep_cursor = deep_cursor(&database, rows).await?;
+    let some_task: i64 = database
+        .query_one("SELECT min(id) FROM tasks", &[])
+        .await
+        .context("could not find a task to read")?
+        .get(0);
     drop(database);
 
     let client = reqwest::Client::builder()
@@ -225,8 +259,223 @@ async fn run(options: &Options) -> anyhow::Result<()> {
         let memory = options.server_pid.and_then(Memory::of);
         results.push((measured, cpu, memory));
     }
-    report(&results, options.server_pid);
+    if !results.is_empty() {
+        report(&results, options.server_pid);
+    }
+    if options.interference {
+        interference(&client, options, some_task).await?;
+    }
     Ok(())
+}
+
+/// One phase of the interference scenario: what the other clients saw, and
+/// what became of the expensive requests sent meanwhile.
+struct Phase {
+    label: &'static str,
+    /// The other clients' latencies (successful requests), sorted.
+    latencies: Vec<Duration>,
+    errors: u64,
+    first_error: Option<String>,
+    /// How the expensive requests were answered ("ok", an error code, …), counted.
+    expensive: BTreeMap<String, u64>,
+    /// Their latencies, sorted.
+    expensive_latencies: Vec<Duration>,
+}
+
+/// `n` aliased `tasks(first: 1) { totalCount }` fields, as one request body.
+fn counts_request(n: usize) -> String {
+    let fields: String = (0..n)
+        .map(|i| format!("c{i}: tasks(first: 1) {{ totalCount }} "))
+        .collect();
+    json!({ "query": format!("{{ {fields}}}") }).to_string()
+}
+
+/// Measures other clients' latency alone, beside the 2,000-count request,
+/// and beside the heaviest request the complexity limit allows.
+async fn interference(
+    client: &reqwest::Client,
+    options: &Options,
+    task_id: i64,
+) -> anyhow::Result<()> {
+    // A count costs TOTAL_COUNT_COST, its page 1: as many as fit.
+    let allowed = taskrunner::graphql::MAX_COMPLEXITY / (taskrunner::graphql::TOTAL_COUNT_COST + 1);
+    let plain = json!({
+        "query": "query($id: ID!) { task(id: $id) { id status } }",
+        "variables": { "id": task_id.to_string() },
+    })
+    .to_string();
+    let phases: [(&'static str, Option<String>); 3] = [
+        ("alone", None),
+        ("beside 2,000 counts", Some(counts_request(2_000))),
+        ("beside the most allowed", Some(counts_request(allowed))),
+    ];
+    let mut results = Vec::new();
+    for (label, expensive) in phases {
+        let warmup = Duration::from_secs(options.warmup);
+        let measured = Duration::from_secs(options.seconds);
+        let _ = interference_phase(client, options, label, &plain, expensive.as_deref(), warmup)
+            .await?;
+        results.push(
+            interference_phase(
+                client,
+                options,
+                label,
+                &plain,
+                expensive.as_deref(),
+                measured,
+            )
+            .await?,
+        );
+    }
+
+    println!();
+    println!(
+        "interference: other clients read one task at {}/s, open loop; {} client(s) send the \
+         expensive request back to back (2,000 counts, then {allowed}, the most the limit allows)",
+        options.rate, options.attackers
+    );
+    let millis = |duration: Duration| duration.as_secs_f64() * 1000.0;
+    let percentile = |sorted: &[Duration], fraction: f64| -> Duration {
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let last = sorted.len() - 1;
+        sorted[(((last as f64) * fraction).round() as usize).min(last)]
+    };
+    println!(
+        "{:<26} {:>8} {:>7} {:>9} {:>9} {:>9} {:>10} {:>11}  answered as",
+        "phase", "reads", "errors", "p50 ms", "p99 ms", "max ms", "expensive", "its p50 ms"
+    );
+    for phase in &results {
+        let answered: Vec<String> = phase
+            .expensive
+            .iter()
+            .map(|(outcome, n)| format!("{n} {outcome}"))
+            .collect();
+        println!(
+            "{:<26} {:>8} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>10} {:>11.2}  {}",
+            phase.label,
+            phase.latencies.len(),
+            phase.errors,
+            millis(percentile(&phase.latencies, 0.50)),
+            millis(percentile(&phase.latencies, 0.99)),
+            millis(percentile(&phase.latencies, 1.0)),
+            phase.expensive_latencies.len(),
+            millis(percentile(&phase.expensive_latencies, 0.50)),
+            if answered.is_empty() {
+                "-".to_owned()
+            } else {
+                answered.join(", ")
+            },
+        );
+    }
+    for phase in &results {
+        if let Some(error) = &phase.first_error {
+            let shown: String = error.chars().take(500).collect();
+            println!("first error of the reads {}: {shown}", phase.label);
+        }
+    }
+    Ok(())
+}
+
+/// Reads at a steady rate for `duration`, beside clients sending `expensive`
+/// back to back if given.
+async fn interference_phase(
+    client: &reqwest::Client,
+    options: &Options,
+    label: &'static str,
+    plain: &str,
+    expensive: Option<&str>,
+    duration: Duration,
+) -> anyhow::Result<Phase> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let attackers: Vec<_> = match expensive {
+        None => Vec::new(),
+        Some(body) => (0..options.attackers)
+            .map(|_| {
+                let (client, url, body, stop) = (
+                    client.clone(),
+                    options.url.clone(),
+                    body.to_owned(),
+                    Arc::clone(&stop),
+                );
+                tokio::spawn(async move {
+                    let mut outcomes: Vec<(String, Duration)> = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let sent = Instant::now();
+                        let outcome = send_expensive(&client, &url, body.clone()).await;
+                        outcomes.push((outcome, sent.elapsed()));
+                    }
+                    outcomes
+                })
+            })
+            .collect(),
+    };
+
+    // Open loop: each read is due at its own time, and its latency counts
+    // from then, so a server that stalls is charged for every read it delays.
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / options.rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut reads = Vec::new();
+    while started.elapsed() < duration {
+        let due = ticker.tick().await;
+        let (client, url, body) = (client.clone(), options.url.clone(), plain.to_owned());
+        reads.push(tokio::spawn(async move {
+            send(&client, &url, body).await.map(|()| due.elapsed())
+        }));
+    }
+    let mut phase = Phase {
+        label,
+        latencies: Vec::new(),
+        errors: 0,
+        first_error: None,
+        expensive: BTreeMap::new(),
+        expensive_latencies: Vec::new(),
+    };
+    for read in reads {
+        match read.await.context("a read panicked")? {
+            Ok(latency) => phase.latencies.push(latency),
+            Err(error) => {
+                phase.errors += 1;
+                phase.first_error.get_or_insert(format!("{error:#}"));
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for attacker in attackers {
+        for (outcome, latency) in attacker.await.context("an expensive client panicked")? {
+            *phase.expensive.entry(outcome).or_default() += 1;
+            phase.expensive_latencies.push(latency);
+        }
+    }
+    phase.latencies.sort_unstable();
+    phase.expensive_latencies.sort_unstable();
+    Ok(phase)
+}
+
+/// Sends an expensive request; names how it was answered: "ok", the first
+/// error's code, or what went wrong on the way.
+async fn send_expensive(client: &reqwest::Client, url: &str, body: String) -> String {
+    let response = match client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(response) => response,
+        Err(_) => return "not answered".to_owned(),
+    };
+    let status = response.status();
+    let Ok(reply) = response.json::<serde_json::Value>().await else {
+        return format!("HTTP {status}, not JSON");
+    };
+    match reply["errors"][0]["extensions"]["code"].as_str() {
+        Some(code) => code.to_owned(),
+        None if reply["data"].is_object() => "ok".to_owned(),
+        None => format!("HTTP {status}, no data"),
+    }
 }
 
 /// Opens a PostgreSQL connection, its driver running in the background.

@@ -15,18 +15,39 @@ pub struct AppState {
     pool: DbPool,
     router: Arc<ModelRouter>,
     notifier: DueNotifier,
+    connections_per_request: usize,
 }
+
+/// The most pooled connections one GraphQL request may hold at once, unless
+/// configured otherwise (`--db-connections-per-request`).
+pub const DEFAULT_CONNECTIONS_PER_REQUEST: usize = 2;
 
 impl AppState {
     /// State around an existing pool and router (starts the due-task notifier,
-    /// so call it inside the runtime).
+    /// so call it inside the runtime), with the default connection cap per
+    /// request.
     pub fn new(pool: DbPool, router: Arc<ModelRouter>) -> Self {
         let notifier = DueNotifier::start(pool.clone());
         AppState {
             pool,
             router,
             notifier,
+            connections_per_request: DEFAULT_CONNECTIONS_PER_REQUEST,
         }
+    }
+
+    /// The same state with at most `n` pooled connections per GraphQL request
+    /// (at least one: a request with none could never be answered).
+    #[must_use]
+    pub fn with_connections_per_request(mut self, n: usize) -> Self {
+        self.connections_per_request = n.max(1);
+        self
+    }
+
+    /// The most pooled connections one GraphQL request may hold at once, so
+    /// that no single request (however many fields it has) can take the pool.
+    pub fn connections_per_request(&self) -> usize {
+        self.connections_per_request
     }
 
     /// Wakes idle workers: call once a task that is due now has committed.
@@ -37,10 +58,13 @@ impl AppState {
     /// Prepares the database (create, migrate) and builds the pool.
     pub async fn connect(args: &DatabaseArgs, router: Arc<ModelRouter>) -> anyhow::Result<Self> {
         db::prepare_database(args).await?;
-        Ok(AppState::new(db::build_pool(args)?, router))
+        Ok(AppState::new(db::build_pool(args)?, router)
+            .with_connections_per_request(usize::from(args.db_connections_per_request)))
     }
 
     /// A pooled connection, or SERVICE_UNAVAILABLE within the pool's timeout.
+    /// GraphQL resolvers take theirs through `graphql::budget::connection`
+    /// instead, which keeps to the request's share of the pool.
     pub async fn db(&self) -> Result<DbConn, ApiError> {
         Ok(self.pool.get().await?)
     }

@@ -38,6 +38,9 @@ pub enum ApiError {
     /// The provider that would run the task refuses to work as configured
     /// (it refused to list its models); the message names it and says why.
     ProviderUnavailable { message: String },
+    /// PostgreSQL stopped a statement that ran past the statement timeout:
+    /// the request asked for more work than one statement may do.
+    QueryTimeout,
     /// Anything else. The detail is logged, never sent.
     Internal(anyhow::Error),
 }
@@ -63,6 +66,9 @@ impl ApiError {
                 "the database is unavailable; try again shortly".to_owned()
             }
             ApiError::ProviderUnavailable { message } => message.clone(),
+            ApiError::QueryTimeout => "the query took too long and was stopped; ask for less: \
+                 a narrower filter, a smaller page, or fewer totalCount fields"
+                .to_owned(),
             ApiError::Internal(_) => "internal error; the server log has the details".to_owned(),
         }
     }
@@ -75,6 +81,7 @@ impl ApiError {
             ApiError::Conflict { .. } => "CONFLICT",
             ApiError::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ApiError::ProviderUnavailable { .. } => "PROVIDER_UNAVAILABLE",
+            ApiError::QueryTimeout => "QUERY_TIMEOUT",
             ApiError::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -92,21 +99,13 @@ impl From<InvalidField> for ApiError {
 impl From<DieselError> for ApiError {
     fn from(error: DieselError) -> Self {
         match &error {
-            DieselError::DatabaseError(
-                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-                _,
-            ) => {
+            error if crate::db::is_connection_lost(error) => {
                 tracing::warn!(error = %error, "database connection lost");
                 ApiError::ServiceUnavailable
             }
-            // The server ended the session (a restart, a failover, an
-            // administrator): diesel reports these as Unknown, so their
-            // messages (SQLSTATE 57P01-57P03) are the only sign.
-            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
-                if is_server_going_away(info.message()) =>
-            {
-                tracing::warn!(error = %error, "database session ended by the server");
-                ApiError::ServiceUnavailable
+            error if crate::db::is_statement_timeout(error) => {
+                tracing::warn!(error = %error, "statement stopped by the statement timeout");
+                ApiError::QueryTimeout
             }
             DieselError::DatabaseError(DatabaseErrorKind::CheckViolation, info) => {
                 match info.constraint_name().and_then(field_of_constraint) {
@@ -117,13 +116,6 @@ impl From<DieselError> for ApiError {
             _ => ApiError::Internal(error.into()),
         }
     }
-}
-
-/// Whether a server message says the session or the server is going away.
-fn is_server_going_away(message: &str) -> bool {
-    message.starts_with("terminating connection")
-        || message.starts_with("the database system is")
-        || message.contains("connection closed")
 }
 
 /// The input field and rule behind each CHECK constraint of the `tasks` table,

@@ -79,37 +79,52 @@ pub async fn establish(url: &str, timeout: Duration) -> Result<AsyncPgConnection
         })?
 }
 
-/// Whether PostgreSQL stopped a statement that ran past `statement_timeout`.
-pub fn is_statement_timeout(error: &diesel::result::Error) -> bool {
-    matches!(error, diesel::result::Error::DatabaseError(_, info)
-        if info.message().starts_with("canceling statement due to statement timeout"))
-}
-
-/// Whether a statement failed for a reason that has nothing to do with the
-/// rows it touched: the connection or the server went away, the statement ran
-/// out of time, or it lost a race it may win on a second try. Such a failure
-/// is retried as it is; any other failure of a batch statement is blamed on
-/// its rows, and the batch is split to find the one at fault.
-pub fn is_transient(error: &diesel::result::Error) -> bool {
+/// Whether the connection or the server went away under a statement: the
+/// connection closed, or the server ended the session (a restart, a failover,
+/// an administrator). diesel reports the latter (SQLSTATE 57P01–57P03) as
+/// `Unknown`, so their messages are the only sign.
+pub fn is_connection_lost(error: &diesel::result::Error) -> bool {
     use diesel::result::{DatabaseErrorKind, Error};
     match error {
         Error::DatabaseError(
-            DatabaseErrorKind::ClosedConnection
-            | DatabaseErrorKind::UnableToSendCommand
-            | DatabaseErrorKind::SerializationFailure,
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
             _,
         ) => true,
-        // diesel reports SQLSTATE 57P01–57P03 (the server going away), 57014
-        // (statement timeout) and 40P01 (deadlock) as Unknown: their messages
-        // are the only sign.
         Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
             let message = info.message();
             message.starts_with("terminating connection")
                 || message.starts_with("the database system is")
-                || message.starts_with("canceling statement due to")
-                || message.starts_with("deadlock detected")
                 || message.contains("connection closed")
         }
         _ => false,
     }
+}
+
+/// Whether PostgreSQL stopped a statement that ran past `statement_timeout`
+/// (SQLSTATE 57014). diesel-async keeps no SQLSTATE, and a cancelled
+/// statement is `Unknown` (matched as any kind, in case a later diesel names
+/// it): only PostgreSQL's message tells a statement timeout from other
+/// cancellations. The text is fixed in PostgreSQL's source, but translated
+/// when the server's `lc_messages` is not English.
+pub fn is_statement_timeout(error: &diesel::result::Error) -> bool {
+    matches!(error, diesel::result::Error::DatabaseError(_, info)
+        if info.message() == "canceling statement due to statement timeout")
+}
+
+/// Whether a statement failed for a reason that has nothing to do with the
+/// rows it touched: the connection or the server went away, the statement ran
+/// out of time, or it lost a race it may win on a second try (serialization,
+/// deadlock). Such a failure is retried as it is; any other failure of a
+/// batch statement is blamed on its rows, and the batch is split to find the
+/// one at fault.
+pub fn is_transient(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    is_connection_lost(error)
+        || is_statement_timeout(error)
+        || matches!(
+            error,
+            Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _)
+        )
+        || matches!(error, Error::DatabaseError(DatabaseErrorKind::Unknown, info)
+            if info.message().starts_with("deadlock detected"))
 }

@@ -4,8 +4,8 @@
 use async_graphql::connection::{Edge, EmptyFields, PageInfo};
 use async_graphql::{Context, Object};
 
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::graphql::budget;
 use crate::graphql::types::TaskNode;
 use crate::tasks::listing::{TaskFilter, TaskOrderField};
 use crate::tasks::{listing, store};
@@ -67,8 +67,11 @@ impl TaskConnection {
     }
 
     /// How many tasks match the filter, across all pages. Counted only when asked for.
+    // A count visits every matching task: it is priced far above a field (see
+    // `MAX_COMPLEXITY`), and `tasks` reads this mark to charge it.
+    #[graphql(complexity = "super::TOTAL_COUNT_MARK")]
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
-        let mut conn = ctx.data::<AppState>()?.db().await?;
+        let mut conn = budget::connection(ctx).await?;
         Ok(store::count(&mut conn, &self.filter)
             .await
             .map_err(ApiError::from)?)

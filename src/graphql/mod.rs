@@ -1,6 +1,8 @@
 //! The GraphQL surface: the schema, its limits, and its resolvers.
 
+pub mod budget;
 mod connection;
+pub mod expansion;
 mod mutation;
 mod query;
 pub mod types;
@@ -15,23 +17,71 @@ pub use query::QueryRoot;
 /// The service's GraphQL schema.
 pub type TaskRunnerSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
+/// The code of errors the GraphQL engine raises before any resolver runs: a
+/// query that does not parse, does not fit the schema, or is over a limit.
+pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+
 /// The deepest selection a request may make. GraphiQL's introspection query
 /// (`ofType` nested seven times) is the deepest legitimate one.
 pub const MAX_DEPTH: usize = 15;
-/// The most work one request may ask for: each field costs 1, and the fields
-/// under a task list cost once per row of the page.
+
+/// The most work one request may ask for, in units of one field of one row.
+///
+/// A field costs 1. A page of `tasks` costs 1, plus the fields under it once
+/// per row of the page (`first` or `last`, 20 if neither is given), plus
+/// [`TOTAL_COUNT_COST`] for each `totalCount`, once however large the page;
+/// `taskStats` costs [`TASK_STATS_COST`] plus its fields.
+///
+/// So a full page of 100 tasks with every field of `edges`, `nodes` and
+/// `pageInfo` (3,501) fits with its `totalCount` (4,001 in all), and so does
+/// GraphiQL's introspection query; two such pages do not. Nine counts fit
+/// (4,509), ten do not: the 2,000 aliased `tasks(first: 1) { totalCount }` that
+/// once held every pooled connection for seconds cost 1,002,000.
 pub const MAX_COMPLEXITY: usize = 5_000;
+
+/// What one `totalCount` costs: as much as 500 fields. A count visits every
+/// row its filter matches, so what it really costs grows with the table (on
+/// 200,000 rows about 10 ms of PostgreSQL's time, where a page of 100 rows on
+/// its index takes under 1 ms), and no fixed price can follow it. The price
+/// bounds how many counts one request may run instead: one fits beside a
+/// full page, nine on their own; the statement timeout bounds each of them.
+/// It is charged once per count, not once per row of its page.
+pub const TOTAL_COUNT_COST: usize = 500;
+
+/// What `taskStats` costs: as much as a count. It runs four statements, and
+/// two of them count the PENDING and RUNNING tasks, which are few while
+/// workers keep up but are a count over the whole backlog when they do not.
+pub const TASK_STATS_COST: usize = 500;
+
+/// The complexity `totalCount` reports to the engine, which only ever adds
+/// complexities up: a count is carried in the high half of the number, so the
+/// page above it can tell its counts (charged [`TOTAL_COUNT_COST`] each) from
+/// the fields of a row (the low half, charged once per row). The low half
+/// cannot overflow into the high one: a query is refused before validation
+/// when it holds more than [`expansion::MAX_SELECTIONS`] selections, and each
+/// costs at most 1 there. (This needs a 64-bit `usize`.)
+const TOTAL_COUNT_MARK: usize = 1 << 32;
+
+/// The most directives one field may carry (`@skip` and `@include` are the
+/// only ones a query can use); thousands would only cost validation time.
+const MAX_DIRECTIVES_PER_FIELD: usize = 8;
 
 /// The schema with its limits, before any state is attached.
 pub fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
     Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
+        .limit_directives(MAX_DIRECTIVES_PER_FIELD)
+        .extension(expansion::SelectionLimit)
 }
 
-/// The schema, serving from `state`.
+/// The schema, serving from `state`: each request may hold at most
+/// `state.connections_per_request()` pooled connections at once.
 pub fn schema(state: AppState) -> TaskRunnerSchema {
-    schema_builder().data(state).finish()
+    schema_builder()
+        .extension(budget::ConnectionBudget)
+        .data(state)
+        .finish()
 }
 
 /// The schema in SDL, as exported to `schema.graphql`.

@@ -5,7 +5,10 @@ use diesel::QueryResult;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::graphql::types::{CreateTaskInput, TaskNode, UpdateTaskInput, parse_task_id};
+use crate::graphql::budget;
+use crate::graphql::types::{
+    CreateTaskInput, TaskNode, UpdateTaskInput, check_instant, parse_task_id,
+};
 use crate::tasks::store::{self, Outcome};
 use crate::tasks::validation::TaskFields;
 
@@ -22,12 +25,15 @@ impl MutationRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The task to create.")] input: CreateTaskInput,
     ) -> async_graphql::Result<TaskNode> {
+        if let Some(run_at) = input.run_at {
+            check_instant("runAt", run_at)?;
+        }
         let new_task = TaskFields::from(input)
             .into_new_task()
             .map_err(ApiError::from)?;
         let state = ctx.data::<AppState>()?;
         state.check_model_is_served(&new_task.model)?;
-        let mut conn = state.db().await?;
+        let mut conn = budget::connection(ctx).await?;
         let task = store::insert(&mut conn, &new_task)
             .await
             .map_err(ApiError::from)?;
@@ -52,7 +58,7 @@ impl MutationRoot {
         if let Some(model) = &changes.model {
             state.check_model_is_served(model)?;
         }
-        let mut conn = state.db().await?;
+        let mut conn = budget::connection(ctx).await?;
         let outcome = store::update_pending(&mut conn, id, &changes).await;
         Ok(TaskNode(settle(
             id,
@@ -70,7 +76,7 @@ impl MutationRoot {
         #[graphql(desc = "The task's id.")] id: ID,
     ) -> async_graphql::Result<TaskNode> {
         let id = parse_task_id(&id)?;
-        let mut conn = ctx.data::<AppState>()?.db().await?;
+        let mut conn = budget::connection(ctx).await?;
         let outcome = store::cancel(&mut conn, id).await;
         Ok(TaskNode(settle(
             id,
@@ -87,7 +93,7 @@ impl MutationRoot {
         #[graphql(desc = "The task's id.")] id: ID,
     ) -> async_graphql::Result<TaskNode> {
         let id = parse_task_id(&id)?;
-        let mut conn = ctx.data::<AppState>()?.db().await?;
+        let mut conn = budget::connection(ctx).await?;
         let outcome = store::retry(&mut conn, id).await;
         Ok(TaskNode(settle(
             id,
@@ -103,7 +109,7 @@ impl MutationRoot {
         #[graphql(desc = "The task's id.")] id: ID,
     ) -> async_graphql::Result<ID> {
         let id = parse_task_id(&id)?;
-        let mut conn = ctx.data::<AppState>()?.db().await?;
+        let mut conn = budget::connection(ctx).await?;
         let outcome = store::delete(&mut conn, id).await;
         let deleted = settle(id, outcome, "cancel it first, or wait for it to finish")?;
         Ok(ID(deleted.to_string()))

@@ -4,11 +4,15 @@ use async_graphql::{Context, ID, Object};
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::graphql::budget;
 use crate::graphql::connection::TaskConnection;
 use crate::graphql::types::{
-    ModelInfo, TaskFilterInput, TaskNode, TaskOrderInput, TaskStats, parse_task_id,
+    ModelInfo, TaskFilterInput, TaskNode, TaskOrderInput, TaskStats, is_writable_instant,
+    parse_task_id,
 };
-use crate::tasks::listing::{Cursor, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageRequest, TaskOrder};
+use crate::tasks::listing::{
+    Cursor, CursorError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageRequest, TaskOrder, TaskOrderField,
+};
 use crate::tasks::{TaskStatus, store};
 
 /// The queries.
@@ -25,7 +29,7 @@ impl QueryRoot {
         #[graphql(desc = "The task's id.")] id: ID,
     ) -> async_graphql::Result<Option<TaskNode>> {
         let id = parse_task_id(&id)?;
-        let mut conn = ctx.data::<AppState>()?.db().await?;
+        let mut conn = budget::connection(ctx).await?;
         let task = store::find(&mut conn, id).await.map_err(ApiError::from)?;
         Ok(task.map(TaskNode))
     }
@@ -66,7 +70,7 @@ impl QueryRoot {
         let page_info = ctx.look_ahead().field("pageInfo");
         let wants_page_info =
             page_info.field("hasPreviousPage").exists() || page_info.field("hasNextPage").exists();
-        let mut conn = ctx.data::<AppState>()?.db().await?;
+        let mut conn = budget::connection(ctx).await?;
         let page = store::list(&mut conn, &filter, order, page, wants_page_info)
             .await
             .map_err(ApiError::from)?;
@@ -76,8 +80,9 @@ impl QueryRoot {
 
     /// How many tasks are in each state, and how long the oldest due task has
     /// waited. Cheap however many tasks there are (counters kept by triggers).
+    #[graphql(complexity = "super::TASK_STATS_COST + child_complexity")]
     async fn task_stats(&self, ctx: &Context<'_>) -> async_graphql::Result<TaskStats> {
-        let mut conn = ctx.data::<AppState>()?.db().await?;
+        let mut conn = budget::connection(ctx).await?;
         let stats = store::stats(&mut conn).await.map_err(ApiError::from)?;
         let oldest_pending_age_seconds = (stats.count(TaskStatus::Pending) > 0)
             .then(|| stats.oldest_due_age_seconds.unwrap_or(0.0));
@@ -126,7 +131,25 @@ fn page_request(
     };
     let cursor = |name: &str, text: Option<String>| -> Result<Option<Cursor>, ApiError> {
         text.map(|text| {
-            Cursor::decode(&text, order.field).map_err(|e| ApiError::bad_input(name, e.to_string()))
+            let cursor = Cursor::decode(&text, order.field)
+                .map_err(|e| ApiError::bad_input(name, e.to_string()))?;
+            // A time no task can have (forged, not issued) is refused here
+            // rather than failing in the database. (A priority out of range
+            // is harmless: it compares as the nearest one.)
+            let in_range = match cursor.field {
+                TaskOrderField::Priority => true,
+                TaskOrderField::CreatedAt | TaskOrderField::UpdatedAt => {
+                    cursor.key_as_timestamp().is_some_and(is_writable_instant)
+                }
+            };
+            if in_range {
+                Ok(cursor)
+            } else {
+                Err(ApiError::bad_input(
+                    name,
+                    CursorError::Malformed.to_string(),
+                ))
+            }
         })
         .transpose()
     };
@@ -150,13 +173,19 @@ fn page_request(
     })
 }
 
-/// The cost of a page: its size times the cost of one task's fields.
+/// The cost of a page (see [`super::MAX_COMPLEXITY`]): 1 for the list
+/// statement, the fields under it once per row of the page, and each
+/// `totalCount` once. `child_complexity` carries the counts in its high half
+/// (see [`super::TOTAL_COUNT_MARK`]) and the fields in its low half.
 fn page_complexity(first: Option<i32>, last: Option<i32>, child_complexity: usize) -> usize {
     let size = first
         .or(last)
         .map_or(DEFAULT_PAGE_SIZE, i64::from)
         .clamp(1, MAX_PAGE_SIZE);
-    usize::try_from(size)
-        .unwrap_or(1)
-        .saturating_mul(child_complexity)
+    let size = usize::try_from(size).unwrap_or(1);
+    let counts = child_complexity / super::TOTAL_COUNT_MARK;
+    let row_fields = child_complexity % super::TOTAL_COUNT_MARK;
+    1usize
+        .saturating_add(size.saturating_mul(row_fields))
+        .saturating_add(counts.saturating_mul(super::TOTAL_COUNT_COST))
 }

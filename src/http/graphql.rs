@@ -12,11 +12,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::json;
 
+use crate::graphql::VALIDATION_FAILED;
 use crate::http::{HttpState, REQUEST_ID_HEADER};
-
-/// The code given to errors the GraphQL engine itself raises: a query that does
-/// not parse, does not fit the schema, or is over the depth or complexity limit.
-pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
 
 /// `GET /` and `GET /graphiql`: the in-browser IDE, whose docs pane is the API reference.
 pub async fn graphiql() -> Html<String> {

@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::harness::{TestApp, TestDb};
+use crate::hostile::assert_no_internals;
 
-async fn send(
+pub(crate) async fn send(
     router: axum::Router,
     request: Request<Body>,
 ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
@@ -23,14 +24,14 @@ async fn send(
     (status, headers, body.to_vec())
 }
 
-fn post_json(body: impl Into<Body>) -> Request<Body> {
+pub(crate) fn post_json(body: impl Into<Body>) -> Request<Body> {
     Request::post("/graphql")
         .header(header::CONTENT_TYPE, "application/json")
         .body(body.into())
         .expect("request")
 }
 
-fn json_of(body: &[u8]) -> Value {
+pub(crate) fn json_of(body: &[u8]) -> Value {
     serde_json::from_slice(body)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
@@ -254,4 +255,49 @@ async fn a_database_that_vanishes_mid_flight_is_service_unavailable() {
     // …and the pool heals itself: the next request gets a fresh connection.
     let data = app.data("{ tasks { totalCount } }", json!({})).await;
     assert_eq!(data["tasks"]["totalCount"], 1);
+}
+
+#[tokio::test]
+async fn an_internal_error_is_masked_and_carries_the_request_id() {
+    let app = TestApp::new().await;
+    let created = app.create(json!({ "prompt": "p", "model": "m" })).await;
+    // Take a column from under the server: every statement that reads a task
+    // now fails with a database error that is neither a lost connection nor
+    // a broken rule.
+    app.db
+        .client()
+        .await
+        .batch_execute("ALTER TABLE tasks DROP COLUMN worker_id")
+        .await
+        .expect("drop a column");
+
+    let request = Request::post("/graphql")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-request-id", "broken-table-7")
+        .body(Body::from(
+            json!({
+                "query": "query($id: ID!) { task(id: $id) { id prompt } tasks { nodes { id } } }",
+                "variables": { "id": created["id"] },
+            })
+            .to_string(),
+        ))
+        .unwrap();
+    let (status, _, body) = send(app.router(), request).await;
+    assert_eq!(status, StatusCode::OK);
+    let response = json_of(&body);
+    let errors = response["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 2, "{response:#}");
+    for error in errors {
+        assert_eq!(error["extensions"]["code"], "INTERNAL_SERVER_ERROR");
+        assert_eq!(
+            error["message"],
+            "internal error; the server log has the details"
+        );
+        assert_eq!(error["extensions"]["requestId"], "broken-table-7");
+    }
+    let text = String::from_utf8_lossy(&body);
+    assert_no_internals(&text);
+    for detail in ["worker_id", "does not exist", "column \"", "42703"] {
+        assert!(!text.contains(detail), "leaks {detail:?}: {text}");
+    }
 }

@@ -5,6 +5,7 @@ mod cluster;
 mod fake_provider;
 mod faults;
 mod harness;
+mod hostile;
 mod http;
 mod limits;
 mod migrations;
