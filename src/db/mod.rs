@@ -31,16 +31,28 @@ pub type DbConn = Object<AsyncPgConnection>;
 /// the database is unreachable fails within seconds instead of hanging, and
 /// every statement by the statement timeout.
 pub fn build_pool(args: &DatabaseArgs) -> anyhow::Result<DbPool> {
-    pool(args, args.db_pool_size)
+    pool(args, args.db_pool_size, "")
 }
 
 /// Builds the queue's own pool (claims, heartbeats, outcomes, rescues), kept
 /// apart from the API's so that no request load can delay a heartbeat.
+///
+/// Its connections plan without sequential and bitmap scans. Every queue
+/// statement is written to walk an index in order and stop early (the claim
+/// reads the head of one range per priority); but a queue table's statistics
+/// swing with every burst (mid-drain, ANALYZE sees few pending rows among many
+/// finished ones), and with them the planner picked a scan of the whole table
+/// and a sort, ten times per claim: several times slower, and worse the
+/// longer the backlog. (A statement with no index to use still scans.)
 pub fn build_queue_pool(args: &DatabaseArgs) -> anyhow::Result<DbPool> {
-    pool(args, args.db_queue_pool_size)
+    pool(
+        args,
+        args.db_queue_pool_size,
+        "SET enable_seqscan = off; SET enable_bitmapscan = off;",
+    )
 }
 
-fn pool(args: &DatabaseArgs, size: u16) -> anyhow::Result<DbPool> {
+fn pool(args: &DatabaseArgs, size: u16, setup: &'static str) -> anyhow::Result<DbPool> {
     let timeout = args.timeout();
     let statement_timeout = args.statement_timeout();
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
@@ -52,7 +64,7 @@ fn pool(args: &DatabaseArgs, size: u16) -> anyhow::Result<DbPool> {
         Box::pin(async move {
             let mut conn = establish(&url, timeout).await?;
             conn.batch_execute(&format!(
-                "SET statement_timeout = {}",
+                "SET statement_timeout = {}; {setup}",
                 statement_timeout.as_millis()
             ))
             .await
