@@ -7,9 +7,10 @@
 //!   insert's commit to the last outcome;
 //! - `latency`: one task at a time into an idle worker, 200 samples: time
 //!   from the create's commit to the provider receiving the call (p50, p99);
-//! - `delayed`: the same, with 100,000 tasks delayed into the future at the
-//!   highest priority (and so first in the claim's order): what waiting
-//!   tasks cost the claim of due ones;
+//! - `delayed`: the pickup latency, and a drain at concurrency 64, with
+//!   100,000 tasks delayed into the future at the highest priority (and so
+//!   first in the claim's order, were they due): what waiting tasks cost the
+//!   claim of due ones;
 //! - `ai`: a provider that answers after 200 ms, 10,000 tasks at concurrency
 //!   500: tasks/s against Little's law (500 / 0.2 s = 2,500/s), the most
 //!   database connections the worker held, and its peak RSS.
@@ -81,7 +82,8 @@ async fn main() -> anyhow::Result<()> {
             "delayed" => {
                 bench
                     .latency(if tasks < 200 { tasks as usize } else { 200 }, 100_000)
-                    .await?
+                    .await?;
+                bench.drain_beside(tasks, 64, 100_000).await?
             }
             _ => bench.ai(tasks, 500, Duration::from_millis(200)).await?,
         }
@@ -175,6 +177,23 @@ impl Bench {
         Ok(())
     }
 
+    /// Tasks due in a day, at the highest priority: first in the claim's
+    /// order, were they due.
+    async fn insert_delayed(&self, delayed: i64) -> anyhow::Result<()> {
+        if delayed > 0 {
+            self.db
+                .execute(
+                    "INSERT INTO tasks (prompt, model, priority, run_at)
+                     SELECT 'later ' || g, 'fake-model', 10, now() + interval '1 day'
+                     FROM generate_series(1, $1::bigint) g",
+                    &[&delayed],
+                )
+                .await?;
+            self.db.batch_execute("VACUUM ANALYZE tasks").await?;
+        }
+        Ok(())
+    }
+
     async fn insert(&self, tasks: i64, model: &str, prompt: &str) -> anyhow::Result<Instant> {
         self.db
             .execute(
@@ -188,15 +207,15 @@ impl Bench {
         Ok(committed)
     }
 
-    /// Waits until no task is pending or running (two probes of partial
-    /// indexes, cheap however many tasks finished); samples the worker's connections.
+    /// Waits until no task is due or running (two probes of partial indexes,
+    /// cheap however many tasks finished); samples the worker's connections.
     async fn wait_done(&self, _tasks: i64) -> anyhow::Result<(Instant, i64)> {
         let mut most_connections = 0;
         loop {
             let row = self
                 .db
                 .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'pending')
+                    "SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'pending' AND run_at <= now())
                             OR EXISTS (SELECT 1 FROM tasks WHERE status = 'running'),
                             (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid())",
                     &[],
@@ -211,7 +230,19 @@ impl Bench {
     }
 
     async fn drain(&self, tasks: i64, concurrency: usize) -> anyhow::Result<()> {
+        self.drain_beside(tasks, concurrency, 0).await
+    }
+
+    /// Drains `tasks` due tasks while `delayed` tasks wait in the future at
+    /// the highest priority.
+    async fn drain_beside(
+        &self,
+        tasks: i64,
+        concurrency: usize,
+        delayed: i64,
+    ) -> anyhow::Result<()> {
         self.reset().await?;
+        self.insert_delayed(delayed).await?;
         let mut worker = self.worker(concurrency, None).await?;
         let committed = self.insert(tasks, "echo", "task ").await?;
         let (done, connections) = self.wait_done(tasks).await?;
@@ -219,7 +250,7 @@ impl Bench {
         let rss = peak_rss(&worker);
         stop(&mut worker).await;
         println!(
-            "drain     concurrency {concurrency:>3}: {tasks} echo tasks in {:.2} s = {:>6.0} tasks/s; worker connections ≤ {connections}, peak RSS {rss}",
+            "drain     concurrency {concurrency:>3}, {delayed} delayed tasks waiting: {tasks} echo tasks in {:.2} s = {:>6.0} tasks/s; worker connections ≤ {connections}, peak RSS {rss}",
             elapsed.as_secs_f64(),
             tasks as f64 / elapsed.as_secs_f64(),
         );
@@ -230,17 +261,7 @@ impl Bench {
     /// highest priority.
     async fn latency(&self, samples: usize, delayed: i64) -> anyhow::Result<()> {
         self.reset().await?;
-        if delayed > 0 {
-            self.db
-                .execute(
-                    "INSERT INTO tasks (prompt, model, priority, run_at)
-                     SELECT 'later ' || g, 'fake-model', 10, now() + interval '1 day'
-                     FROM generate_series(1, $1::bigint) g",
-                    &[&delayed],
-                )
-                .await?;
-            self.db.batch_execute("VACUUM ANALYZE tasks").await?;
-        }
+        self.insert_delayed(delayed).await?;
         let fake = Fake::start(Duration::ZERO).await?;
         let mut worker = self.worker(8, Some(&fake)).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;

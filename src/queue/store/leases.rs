@@ -155,7 +155,7 @@ pub async fn rescue_lost(
         "WITH lost AS (
              SELECT t.id FROM tasks AS t
              WHERE {LOST} AND t.id <> ALL($4)
-             ORDER BY t.id LIMIT $3
+             LIMIT $3
              FOR UPDATE OF t SKIP LOCKED
          )
          {RESCUE}"
@@ -175,7 +175,7 @@ pub async fn lost_tasks(
     skip: &[i64],
 ) -> QueryResult<Vec<i64>> {
     let ids: Vec<IdRow> = diesel::sql_query(format!(
-        "SELECT t.id FROM tasks AS t WHERE {LOST} AND t.id <> ALL($2) ORDER BY t.id LIMIT $1"
+        "SELECT t.id FROM tasks AS t WHERE {LOST} AND t.id <> ALL($2) LIMIT $1"
     ))
     .bind::<BigInt, _>(limit)
     .bind::<Array<BigInt>, _>(skip)

@@ -24,14 +24,6 @@ fn retry_delays() -> impl Iterator<Item = Duration> {
     crate::queue::retry_delays(Duration::from_millis(100), Duration::from_secs(5))
 }
 
-/// What one claim brought.
-struct Claimed {
-    tasks: Vec<Task>,
-    /// When the queue holds fewer due tasks than were asked for: how long
-    /// until the next one falls due.
-    next_due: Option<Duration>,
-}
-
 /// Runs until shutdown begins.
 pub(super) async fn run(shared: Arc<Shared>, outcomes: mpsc::UnboundedSender<Outcome>) {
     let config = &shared.config;
@@ -57,17 +49,19 @@ pub(super) async fn run(shared: Arc<Shared>, outcomes: mpsc::UnboundedSender<Out
                 break;
             }
             match claim(&shared, free, &mut unstartable).await {
-                Ok(claimed) => {
+                Ok(tasks) => {
                     failing = None;
-                    let drained = claimed.tasks.len() < free;
-                    for task in claimed.tasks {
+                    let drained = tasks.len() < free;
+                    for task in tasks {
                         let Ok(permit) = Arc::clone(&shared.slots).try_acquire_owned() else {
                             break; // cannot happen: only this loop takes slots
                         };
                         attempt::start(&shared, task, permit, outcomes.clone());
                     }
                     if drained {
-                        if let Some(next_due) = claimed.next_due {
+                        // Asked once the claimed tasks have started: it is
+                        // only a hint for the next sleep.
+                        if let Some(next_due) = next_due(&shared, &unstartable).await {
                             sleep_for = sleep_for.min(next_due.max(MIN_SLEEP));
                         }
                         break;
@@ -103,33 +97,36 @@ async fn claim(
     shared: &Shared,
     free: usize,
     unstartable: &mut Vec<i64>,
-) -> Result<Claimed, DbFailure> {
+) -> Result<Vec<Task>, DbFailure> {
     let limit = i64::try_from(free).unwrap_or(i64::MAX);
     let mut conn = shared.conn().await?;
-    let skip: &[i64] = unstartable;
     let claimed = shared
-        .within(async {
-            let tasks = store::claim_batch(&mut conn, &shared.id, limit, skip).await?;
-            // Only a hint for the next sleep: its failure must not lose the claim.
-            let next_due = if tasks.len() < free {
-                store::next_due_in(&mut conn, skip).await.ok().flatten()
-            } else {
-                None
-            };
-            Ok((tasks, next_due))
-        })
+        .within(store::claim_batch(
+            &mut conn,
+            &shared.id,
+            limit,
+            unstartable,
+        ))
         .await;
     match claimed {
-        Ok((tasks, next_due)) => Ok(Claimed {
-            tasks,
-            next_due: next_due.map(seconds),
-        }),
+        Ok(tasks) => Ok(tasks),
         Err(failure) if failure.worth_splitting() => {
             tracing::warn!(error = %failure, "a claim failed; claiming one by one to find the row at fault");
             claim_isolating(shared, &mut conn, limit, unstartable).await
         }
         Err(failure) => Err(failure),
     }
+}
+
+/// How long until the next claimable task falls due, if any is pending and
+/// the database says so in time.
+async fn next_due(shared: &Shared, unstartable: &[i64]) -> Option<Duration> {
+    let mut conn = shared.conn().await.ok()?;
+    let seconds = shared
+        .within(store::next_due_in(&mut conn, unstartable))
+        .await
+        .ok()??;
+    Some(Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX))
 }
 
 /// The claim of the tasks a batch claim would take, split until the rows that
@@ -140,7 +137,7 @@ async fn claim_isolating(
     conn: &mut AsyncPgConnection,
     limit: i64,
     unstartable: &mut Vec<i64>,
-) -> Result<Claimed, DbFailure> {
+) -> Result<Vec<Task>, DbFailure> {
     let candidates = shared
         .within(store::claim_candidates(conn, limit, unstartable))
         .await?;
@@ -176,10 +173,7 @@ async fn claim_isolating(
             }
         }
     }
-    Ok(Claimed {
-        tasks,
-        next_due: None,
-    })
+    Ok(tasks)
 }
 
 /// Starts the attempts the database says this worker holds but that it is
@@ -246,9 +240,4 @@ async fn hand_back(shared: &Shared, attempt: AttemptId) {
     if let Err(error) = released.await {
         tracing::warn!(task = attempt.task_id, %error, "could not hand a task back; it returns when the lease lapses");
     }
-}
-
-/// Seconds as a duration; negative means now.
-fn seconds(seconds: f64) -> Duration {
-    Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX)
 }
