@@ -5,57 +5,39 @@
 //! keep them until it is done, while other clients wait and are answered
 //! SERVICE_UNAVAILABLE. So every request gets a budget of
 //! [`AppState::connections_per_request`] connections, added to the request's
-//! data by [`ConnectionBudget`] (an extension, so that it applies however the
-//! schema is executed); resolvers take their connection with [`connection`],
-//! which takes one of the budget's permits first. A request's other fields
-//! wait their turn, and no request holds more than its share.
+//! data by [`crate::graphql::TaskRunnerSchema::execute`] (the one way in to
+//! the schema); resolvers take their connection with [`connection`], which
+//! takes one of the budget's permits first. A request's other fields wait
+//! their turn, and no request holds more than its share.
+//!
+//! (Not an async-graphql extension: the engine wraps every field of every
+//! request in each extension's hooks, which cost list queries about a tenth
+//! of their throughput.)
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
-};
-use async_graphql::{Context, Request, ServerResult};
+use async_graphql::Context;
 use diesel_async::AsyncPgConnection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::app::{AppState, DEFAULT_CONNECTIONS_PER_REQUEST};
+use crate::app::AppState;
 use crate::db::DbConn;
 use crate::error::ApiError;
 
-/// The extension that gives every request its budget of connections (read
-/// from the schema's [`AppState`]).
-pub struct ConnectionBudget;
-
-impl ExtensionFactory for ConnectionBudget {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(ConnectionBudget)
-    }
-}
-
-#[async_graphql::async_trait::async_trait]
-impl Extension for ConnectionBudget {
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
-        let permits = ctx.data_opt::<AppState>().map_or(
-            DEFAULT_CONNECTIONS_PER_REQUEST,
-            AppState::connections_per_request,
-        );
-        let budget = RequestConnections {
-            permits: Arc::new(Semaphore::new(permits)),
-        };
-        next.run(ctx, request.data(budget)).await
-    }
-}
-
 /// The connections one request may still take: a permit per connection.
-struct RequestConnections {
+/// [`crate::graphql::TaskRunnerSchema::execute`] adds one to every request.
+pub(crate) struct RequestConnections {
     permits: Arc<Semaphore>,
+}
+
+impl RequestConnections {
+    /// A budget of `permits` connections.
+    pub(crate) fn new(permits: usize) -> Self {
+        RequestConnections {
+            permits: Arc::new(Semaphore::new(permits)),
+        }
+    }
 }
 
 /// A pooled connection taken within its request's budget; both go back when
@@ -92,7 +74,7 @@ pub async fn connection(ctx: &Context<'_>) -> Result<BudgetedConnection, ApiErro
     };
     let Some(budget) = ctx.data_opt::<RequestConnections>() else {
         return Err(ApiError::Internal(anyhow::anyhow!(
-            "the schema was built without the ConnectionBudget extension"
+            "the request was executed without its connection budget"
         )));
     };
     let pool = state.pool();

@@ -6,17 +6,13 @@
 //! the next one twice are a few hundred bytes, and a billion fields: the
 //! engine would spend minutes of CPU on one request before its complexity
 //! limit could refuse it (a field like `__typename` costs nothing there, so
-//! such a query may not even be refused). [`SelectionLimit`] counts once per
-//! fragment, before the engine looks, and refuses what is too large.
+//! such a query may not even be refused). [`check`] counts once per fragment,
+//! before the engine looks, and refuses what is too large.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
-};
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{ErrorExtensionValues, Request, ServerError, ServerResult};
+use async_graphql::{ErrorExtensionValues, Request, ServerError};
 
 use crate::graphql::VALIDATION_FAILED;
 
@@ -31,47 +27,30 @@ pub const MAX_SELECTIONS: usize = 10_000;
 /// of thousands of fragments from overflowing the stack here.
 const MAX_NESTING: usize = 64;
 
-/// The extension that refuses queries over [`MAX_SELECTIONS`].
-pub struct SelectionLimit;
-
-impl ExtensionFactory for SelectionLimit {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(SelectionLimit)
-    }
-}
-
-#[async_graphql::async_trait::async_trait]
-impl Extension for SelectionLimit {
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        mut request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
-        // The parsed query is kept in the request, so the engine does not
-        // parse it again; a query that does not parse is left to the engine
-        // to report.
-        if let Ok(document) = request.parsed_query() {
-            let refusal = match expanded_size(document) {
-                Ok(size) if size <= MAX_SELECTIONS => None,
-                Ok(size) => Some(format!(
-                    "Query is too large: {size} selections once its fragments are inlined; \
-                     the limit is {MAX_SELECTIONS}."
-                )),
-                Err(TooDeep) => Some(format!(
-                    "Query is nested too deep: fields and fragments more than {MAX_NESTING} levels deep."
-                )),
-            };
-            if let Some(message) = refusal {
-                let mut error = ServerError::new(message, None);
-                let mut extensions = ErrorExtensionValues::default();
-                extensions.set("code", VALIDATION_FAILED);
-                error.extensions = Some(extensions);
-                return Err(error);
-            }
-        }
-        next.run(ctx, request).await
-    }
+/// Refuses a request whose query holds more than [`MAX_SELECTIONS`]
+/// selections once its fragments are inlined, or nests deeper than
+/// [`MAX_NESTING`]. The parsed query stays in the request, so the engine does
+/// not parse it again; a query that does not parse is left to the engine to
+/// report.
+pub fn check(request: &mut Request) -> Result<(), ServerError> {
+    let Ok(document) = request.parsed_query() else {
+        return Ok(());
+    };
+    let refusal = match expanded_size(document) {
+        Ok(size) if size <= MAX_SELECTIONS => return Ok(()),
+        Ok(size) => format!(
+            "Query is too large: {size} selections once its fragments are inlined; \
+             the limit is {MAX_SELECTIONS}."
+        ),
+        Err(TooDeep) => format!(
+            "Query is nested too deep: fields and fragments more than {MAX_NESTING} levels deep."
+        ),
+    };
+    let mut error = ServerError::new(refusal, None);
+    let mut extensions = ErrorExtensionValues::default();
+    extensions.set("code", VALIDATION_FAILED);
+    error.extensions = Some(extensions);
+    Err(error)
 }
 
 /// The nesting was over [`MAX_NESTING`].

@@ -14,8 +14,37 @@ pub use connection::TaskConnection;
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 
-/// The service's GraphQL schema.
-pub type TaskRunnerSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+/// The engine's schema type.
+pub type EngineSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// The service's GraphQL schema, and the one way to run a request on it:
+/// [`TaskRunnerSchema::execute`] first refuses queries too large once their
+/// fragments are inlined, and gives the request its budget of connections.
+#[derive(Clone)]
+pub struct TaskRunnerSchema {
+    engine: EngineSchema,
+    connections_per_request: usize,
+}
+
+impl TaskRunnerSchema {
+    /// Runs one request.
+    pub async fn execute(
+        &self,
+        request: impl Into<async_graphql::Request>,
+    ) -> async_graphql::Response {
+        let mut request = request.into();
+        if let Err(refused) = expansion::check(&mut request) {
+            return async_graphql::Response::from_errors(vec![refused]);
+        }
+        let budget = budget::RequestConnections::new(self.connections_per_request);
+        self.engine.execute(request.data(budget)).await
+    }
+
+    /// The schema in SDL.
+    pub fn sdl(&self) -> String {
+        self.engine.sdl()
+    }
+}
 
 /// The code of errors the GraphQL engine raises before any resolver runs: a
 /// query that does not parse, does not fit the schema, or is over a limit.
@@ -72,16 +101,15 @@ pub fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscript
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_directives(MAX_DIRECTIVES_PER_FIELD)
-        .extension(expansion::SelectionLimit)
 }
 
 /// The schema, serving from `state`: each request may hold at most
 /// `state.connections_per_request()` pooled connections at once.
 pub fn schema(state: AppState) -> TaskRunnerSchema {
-    schema_builder()
-        .extension(budget::ConnectionBudget)
-        .data(state)
-        .finish()
+    TaskRunnerSchema {
+        connections_per_request: state.connections_per_request(),
+        engine: schema_builder().data(state).finish(),
+    }
 }
 
 /// The schema in SDL, as exported to `schema.graphql`.
