@@ -41,7 +41,7 @@ pub async fn prepare_database(args: &DatabaseArgs) -> anyhow::Result<Vec<String>
 
 /// Connects until the server answers, creating the database if it is missing.
 async fn wait_for_server(args: &DatabaseArgs, config: &Config, name: &str) -> anyhow::Result<()> {
-    let mut delay = Duration::from_millis(500);
+    let mut delays = super::retry_delays(Duration::from_millis(500), Duration::from_secs(5));
     for attempt in 1..=args.db_connect_attempts {
         match probe(config, args.timeout()).await {
             Ok(()) => return Ok(()),
@@ -50,6 +50,7 @@ async fn wait_for_server(args: &DatabaseArgs, config: &Config, name: &str) -> an
                 return Ok(());
             }
             Err(error) if is_transient(&error) && attempt < args.db_connect_attempts => {
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
                 tracing::warn!(
                     server = %redact_url(&args.database_url),
                     attempt,
@@ -58,7 +59,6 @@ async fn wait_for_server(args: &DatabaseArgs, config: &Config, name: &str) -> an
                     "database not reachable yet; retrying in {delay:?}"
                 );
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(error) => {
                 bail!(

@@ -86,6 +86,19 @@ fn pool(args: &DatabaseArgs, size: u16, setup: &'static str) -> anyhow::Result<D
         .build()?)
 }
 
+/// The waits between tries of a database step that keeps failing: from `min`
+/// doubling to `max`, jittered so that processes cut off together do not all
+/// come back at the same instant.
+pub(crate) fn retry_delays(min: Duration, max: Duration) -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(min)
+        .with_max_delay(max)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// Opens one connection, giving up after `timeout`.
 pub async fn establish(url: &str, timeout: Duration) -> Result<AsyncPgConnection, ConnectionError> {
     tokio::time::timeout(timeout, AsyncPgConnection::establish(url))

@@ -29,7 +29,7 @@ pub enum Notice {
 
 /// The waits between attempts to reconnect: 250 ms doubling to 2 s, jittered.
 fn reconnect_delays() -> impl Iterator<Item = Duration> {
-    crate::queue::retry_delays(Duration::from_millis(250), Duration::from_secs(2))
+    crate::db::retry_delays(Duration::from_millis(250), Duration::from_secs(2))
 }
 
 /// Listens until `stop` is cancelled. `ready` fires once the first LISTEN is

@@ -21,19 +21,3 @@ mod worker;
 pub use notifier::DueNotifier;
 pub use outcome::{AttemptId, Backoff, Outcome, Verdict};
 pub use worker::{SHUTDOWN_FLUSH, Worker, WorkerConfig};
-
-/// The waits between tries of a database step that keeps failing: from `min`
-/// doubling to `max`, jittered so that processes cut off together do not all
-/// come back at the same instant.
-fn retry_delays(
-    min: std::time::Duration,
-    max: std::time::Duration,
-) -> impl Iterator<Item = std::time::Duration> {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::default()
-        .with_min_delay(min)
-        .with_max_delay(max)
-        .with_jitter()
-        .without_max_times()
-        .build()
-}

@@ -21,7 +21,7 @@ const MIN_SLEEP: Duration = Duration::from_millis(5);
 /// How long to wait between claims that keep failing: growing from 100 ms to
 /// 5 s, with jitter so that workers cut off together do not return together.
 fn retry_delays() -> impl Iterator<Item = Duration> {
-    crate::queue::retry_delays(Duration::from_millis(100), Duration::from_secs(5))
+    crate::db::retry_delays(Duration::from_millis(100), Duration::from_secs(5))
 }
 
 /// Runs until shutdown begins.

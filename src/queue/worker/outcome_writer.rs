@@ -22,7 +22,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut received: mpsc::UnboundedReceiv
     while received.recv_many(&mut batch, BATCH).await > 0 {
         let outcomes = std::mem::take(&mut batch);
         let mut delays =
-            crate::queue::retry_delays(Duration::from_millis(100), Duration::from_secs(5));
+            crate::db::retry_delays(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             match write(&shared, &outcomes).await {
                 Ok(()) => break,
