@@ -15,20 +15,27 @@
 //! task that allows itself longer. Listing models is different: nothing
 //! waits on it but start-up and the refresh, so it has its own short limit.
 //!
-//! Bodies are read with a cap (see [`body`](crate::providers::body)).
+//! Answers are asked for as a stream (server-sent events), so that their
+//! text can be passed on as it is written (see [`stream`]); a server that
+//! answers with one JSON body instead works too.
+//!
+//! Bodies are read with a cap (see [`body`](crate::providers::body)); a
+//! streamed answer's text is held to the same cap as a whole one's.
 
 use std::fmt;
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::providers::body::{caps, read_capped, size_text};
 use crate::providers::{Completion, CompletionRequest, ModelListError, ProviderError};
+
+mod stream;
 
 /// How long to wait for a TCP (and TLS) connection: the only limit on a
 /// completion that the client itself sets.
@@ -130,14 +137,35 @@ impl OpenAiProvider {
         &self.base_url
     }
 
-    /// Asks for one chat completion (`POST /chat/completions`, not streamed).
-    /// It takes as long as the provider takes: bound it from outside.
+    /// Asks for one chat completion and returns the whole answer. It takes as
+    /// long as the provider takes: bound it from outside.
     pub async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+        self.stream(request, &mut |_| {}).await
+    }
+
+    /// Asks for one chat completion as a stream (`POST /chat/completions`
+    /// with `"stream": true`), passing each piece of the answer's text to
+    /// `on_text` as it arrives; returns the whole answer, which is those
+    /// pieces in order. Token usage comes from the stream's last chunk
+    /// (`stream_options.include_usage`). A server that answers with one JSON
+    /// body instead (some compatible servers ignore `stream`) works too: its
+    /// answer is one piece. It takes as long as the provider takes: bound it
+    /// from outside; dropping the future closes the request.
+    pub async fn stream(
+        &self,
+        request: &CompletionRequest,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Completion, ProviderError> {
         let system = request.system.as_ref();
         let system = system.map(|text| json!({"role": "system", "content": text}));
         let user = json!({"role": "user", "content": request.prompt});
         let messages: Vec<_> = system.into_iter().chain([user]).collect();
-        let mut body = json!({"model": request.model, "messages": messages, "stream": false});
+        let mut body = json!({
+            "model": request.model,
+            "messages": messages,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        });
         if let Some(temperature) = request.temperature {
             body["temperature"] = json!(temperature);
         }
@@ -145,11 +173,17 @@ impl OpenAiProvider {
             body["max_tokens"] = json!(max_tokens);
         }
         let url = format!("{}/chat/completions", self.base_url);
-        let answer: ChatResponse = self
-            .call(self.client.post(url).json(&body), caps::ANSWER)
+        let mut response = self
+            .send(self.client.post(url).json(&body))
             .await
             .map_err(|failure| failure.error)?;
-
+        if is_event_stream(response.headers()) {
+            return self.read_stream(&mut response, on_text).await;
+        }
+        let answer: ChatResponse = self
+            .read_json(response, caps::ANSWER)
+            .await
+            .map_err(|failure| failure.error)?;
         let text = answer
             .choices
             .into_iter()
@@ -157,10 +191,11 @@ impl OpenAiProvider {
             .and_then(|choice| choice.message)
             .and_then(|message| message.content);
         let Some(text) = text else {
-            return Err(ProviderError::Permanent {
-                message: format!("{}: the provider returned no answer", self.name),
-            });
+            return Err(self.no_answer());
         };
+        if !text.is_empty() {
+            on_text(&text);
+        }
         let usage = answer.usage.unwrap_or_default();
         Ok(Completion {
             text,
@@ -174,75 +209,81 @@ impl OpenAiProvider {
     pub async fn list_models(&self) -> Result<Vec<String>, ModelListError> {
         let url = format!("{}/models", self.base_url);
         let request = self.client.get(url).timeout(MODEL_LIST_TIMEOUT);
-        let list: ModelList = self
-            .call(request, caps::MODEL_LIST)
-            .await
-            .map_err(|failure| match failure.status {
-                Some(status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)) => {
-                    ModelListError::Refused {
-                        status,
-                        message: failure.error.message().to_owned(),
-                    }
-                }
-                _ => ModelListError::Unavailable {
+        let listed = match self.send(request).await {
+            Ok(response) => self.read_json(response, caps::MODEL_LIST).await,
+            Err(failure) => Err(failure),
+        };
+        let list: ModelList = listed.map_err(|failure| match failure.status {
+            Some(status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)) => {
+                ModelListError::Refused {
+                    status,
                     message: failure.error.message().to_owned(),
-                },
-            })?;
+                }
+            }
+            _ => ModelListError::Unavailable {
+                message: failure.error.message().to_owned(),
+            },
+        })?;
         let mut ids: Vec<String> = list.data.into_iter().map(|model| model.id).collect();
         ids.sort();
         ids.dedup();
         Ok(ids)
     }
 
-    /// Sends one request, classifies any failure, and parses a 2xx body of at
-    /// most `cap` bytes as `T`.
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        request: RequestBuilder,
-        cap: usize,
-    ) -> Result<T, Failure> {
+    /// Sends one request and classifies a refusal (any status but 2xx) by its
+    /// status, its `Retry-After` and the provider's explanation; a 2xx
+    /// response is returned unread.
+    async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, Failure> {
         let request = match &self.api_key {
             Some(ApiKey(key)) => request.bearer_auth(key), // marks the header sensitive
             None => request,
         };
-        let transport = |error: reqwest::Error| Failure {
-            error: self.transport_error(&error),
-            status: None,
-        };
-        let mut response = request.send().await.map_err(transport)?;
+        let mut response = request.send().await.map_err(|e| self.transport(&e))?;
         let status = response.status();
-        if !status.is_success() {
-            let retry_after = retry_after(status, response.headers(), Utc::now());
-            let body = read_capped(&mut response, caps::ERROR_BODY)
-                .await
-                .map_err(transport)?;
-            let message = self.redact(format!(
-                "{}: HTTP {}{}",
-                self.name,
-                status,
-                provider_message(&body.text()).map_or_else(String::new, |m| format!(": {m}")),
-            ));
-            let error = if is_retryable(status) {
-                ProviderError::Retryable {
-                    message,
-                    retry_after,
-                }
-            } else {
-                ProviderError::Permanent { message }
-            };
-            return Err(Failure {
-                error,
-                status: Some(status),
-            });
+        if status.is_success() {
+            return Ok(response);
         }
+        let retry_after = retry_after(status, response.headers(), Utc::now());
+        let body = read_capped(&mut response, caps::ERROR_BODY)
+            .await
+            .map_err(|e| self.transport(&e))?;
+        let message = self.redact(format!(
+            "{}: HTTP {}{}",
+            self.name,
+            status,
+            provider_message(&body.text()).map_or_else(String::new, |m| format!(": {m}")),
+        ));
+        let error = if is_retryable(status) {
+            ProviderError::Retryable {
+                message,
+                retry_after,
+            }
+        } else {
+            ProviderError::Permanent { message }
+        };
+        Err(Failure {
+            error,
+            status: Some(status),
+        })
+    }
+
+    /// A failure to send the request or read the answer, which has no status.
+    fn transport(&self, error: &reqwest::Error) -> Failure {
+        Failure {
+            error: self.transport_error(error),
+            status: None,
+        }
+    }
+
+    /// Parses a 2xx body of at most `cap` bytes as `T`.
+    async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        mut response: reqwest::Response,
+        cap: usize,
+    ) -> Result<T, Failure> {
+        let status = response.status();
         let too_large = || Failure {
-            error: ProviderError::Permanent {
-                message: format!(
-                    "{}: the provider's answer is larger than {}, the most taskrunner reads",
-                    self.name,
-                    size_text(cap)
-                ),
-            },
+            error: self.too_large(cap),
             status: Some(status),
         };
         // A declared length over the cap fails before a byte is read.
@@ -252,7 +293,9 @@ impl OpenAiProvider {
         {
             return Err(too_large());
         }
-        let body = read_capped(&mut response, cap).await.map_err(transport)?;
+        let body = read_capped(&mut response, cap)
+            .await
+            .map_err(|e| self.transport(&e))?;
         if body.cut {
             return Err(too_large());
         }
@@ -260,16 +303,40 @@ impl OpenAiProvider {
         // the provider (an HTML page, a truncated body), which passes; the queue
         // bounds the attempts, so retrying costs little and giving up loses a task.
         serde_json::from_slice(&body.bytes).map_err(|e| Failure {
-            error: ProviderError::Retryable {
-                message: self.redact(format!(
-                    "{}: invalid response from provider: {e}: {}",
-                    self.name,
-                    excerpt(&body.text())
-                )),
-                retry_after: None,
-            },
+            error: self.unreadable(e, &body.text()),
             status: Some(status),
         })
+    }
+
+    /// The error for an answer larger than `cap` bytes.
+    fn too_large(&self, cap: usize) -> ProviderError {
+        ProviderError::Permanent {
+            message: format!(
+                "{}: the provider's answer is larger than {}, the most taskrunner reads",
+                self.name,
+                size_text(cap)
+            ),
+        }
+    }
+
+    /// The error for a successful response that holds no answer.
+    fn no_answer(&self) -> ProviderError {
+        ProviderError::Permanent {
+            message: format!("{}: the provider returned no answer", self.name),
+        }
+    }
+
+    /// The error for a successful response we cannot read: most often a
+    /// proxy or gateway answering for the provider, which passes.
+    fn unreadable(&self, error: impl fmt::Display, body: &str) -> ProviderError {
+        ProviderError::Retryable {
+            message: self.redact(format!(
+                "{}: invalid response from provider: {error}: {}",
+                self.name,
+                excerpt(body)
+            )),
+            retry_after: None,
+        }
     }
 
     /// Classifies a failure to send the request or read the answer.
@@ -327,6 +394,7 @@ struct AnswerMessage {
     content: Option<String>,
 }
 
+/// Token counts, from a whole answer or a stream's last chunk.
 #[derive(Deserialize, Default)]
 struct Usage {
     prompt_tokens: Option<i64>,
@@ -342,6 +410,19 @@ struct ModelList {
 #[derive(Deserialize)]
 struct Model {
     id: String,
+}
+
+/// Whether the response is a stream of server-sent events.
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
 }
 
 /// Whether a refusal with this status may go away if we try again.
