@@ -1,0 +1,4 @@
+//! Streamed answers: providers that stream, the worker passing text on, the
+//! `taskOutput` subscription and `Task.partialResult`.
+
+mod provider;
