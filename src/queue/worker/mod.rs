@@ -2,7 +2,8 @@
 //! (`claim_loop`), runs each attempt on its provider with no database
 //! connection held (`attempt`), keeps its lease and learns of cancellations
 //! and lost tasks (`leases`), records outcomes in batches (`outcome_writer`),
-//! rescues the tasks of lost workers and keeps the queue tidy (`upkeep`), and
+//! rescues the tasks of lost workers and keeps the queue tidy (`upkeep`),
+//! passes its attempts' text on as providers write it (`crate::output`), and
 //! shuts down within a bounded time.
 //!
 //! Its database work goes through a pool of its own, apart from the API's,
@@ -26,6 +27,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::DatabaseArgs;
 use crate::db::{self, DbConn, DbPool};
+use crate::output::book::OutputBook;
+use crate::output::writer::{self as output_writer, WriterConfig};
 use crate::providers::routing::ModelRouter;
 use crate::queue::outcome::{AttemptId, Backoff, Outcome};
 use crate::queue::{listener, store};
@@ -129,6 +132,8 @@ struct Shared {
     stopping: CancellationToken,
     /// Spawned attempts, so shutdown can wait for them.
     attempts: TaskTracker,
+    /// What the running attempts have written, for the output writer.
+    output: Arc<OutputBook>,
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (every
@@ -166,14 +171,17 @@ impl Shared {
         }
     }
 
-    /// Forgets attempts that are done with.
+    /// Forgets attempts that are done with (their outcome is stored, or they
+    /// were abandoned): their saved text so far can go too.
     fn forget(&self, attempts: impl IntoIterator<Item = AttemptId>) {
+        let attempts: Vec<AttemptId> = attempts.into_iter().collect();
         {
             let mut in_flight = self.in_flight();
-            for attempt in attempts {
-                in_flight.remove(&attempt);
+            for attempt in &attempts {
+                in_flight.remove(attempt);
             }
         }
+        self.output.settle(attempts);
         self.settled.notify_waiters();
         self.wake.notify_one();
     }
@@ -240,6 +248,7 @@ impl Worker {
             settled: Notify::new(),
             stopping: CancellationToken::new(),
             attempts: TaskTracker::new(),
+            output: Arc::new(OutputBook::default()),
         });
 
         // Take the lease first: claims are made only under a live lease.
@@ -273,6 +282,16 @@ impl Worker {
         // The listener signals once LISTEN is in place or could not be (then
         // polling covers for it); either way it is bounded by the connect timeout.
         let _ = listening.await;
+        background.spawn(output_writer::run(
+            Arc::clone(&shared.output),
+            WriterConfig {
+                database_url: database.database_url.clone(),
+                worker_id: shared.id.clone(),
+                connect_timeout: database.timeout(),
+                statement_timeout: database.statement_timeout(),
+            },
+            finished.clone(),
+        ));
         background.spawn(leases::keep(Arc::clone(&shared), finished.clone()));
         background.spawn(upkeep::run(Arc::clone(&shared), finished.clone()));
 
