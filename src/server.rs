@@ -12,6 +12,7 @@ use crate::app::AppState;
 use crate::config::{DatabaseArgs, ProviderArgs, RunArgs, ServeArgs};
 use crate::db;
 use crate::events::{EVENTS_CHANNEL, Listener};
+use crate::output::OUTPUT_CHANNEL;
 use crate::providers::config::load_router;
 use crate::providers::routing::ModelRouter;
 use crate::queue::{CANCEL_CHANNEL, DUE_CHANNEL, Worker};
@@ -41,9 +42,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let address = listener.local_addr()?;
-    // The process's one LISTEN connection: subscribers' events, and the
-    // workers' wake-ups and cancellations when it runs workers.
-    let mut channels = vec![EVENTS_CHANNEL];
+    // The process's one LISTEN connection: subscribers' events and answers'
+    // text, and the workers' wake-ups and cancellations when it runs workers.
+    let mut channels = vec![EVENTS_CHANNEL, OUTPUT_CHANNEL];
     if run.worker.workers > 0 {
         channels.extend([DUE_CHANNEL, CANCEL_CHANNEL]);
     }

@@ -14,9 +14,14 @@
 //! a gap is filled from the saved text).
 
 pub mod book;
+pub mod follow;
+pub mod hub;
 pub mod store;
 pub mod wire;
 pub mod writer;
 
 /// The channel a worker NOTIFYs its attempts' text on.
 pub const OUTPUT_CHANNEL: &str = "taskrunner_task_output";
+
+pub use follow::AnswerChunk;
+pub use hub::OutputHub;

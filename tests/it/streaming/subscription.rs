@@ -1,0 +1,1 @@
+//! `taskOutput` in one process over a real WebSocket.
