@@ -443,3 +443,47 @@ async fn sweep(inner: Weak<Inner>) {
             .retain(|_, sender| sender.receiver_count() > 0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(offset: u64, text: &str, done: bool) -> OutputChunk {
+        OutputChunk {
+            task: 1,
+            attempt: 1,
+            offset,
+            text: text.to_owned(),
+            done,
+        }
+    }
+
+    #[test]
+    fn saved_text_fills_a_gap_and_the_waiting_pieces_follow_it() {
+        let mut kept = Kept::new(1);
+        kept.text = "one ".to_owned();
+        kept.waiting = vec![piece(14, "four", true), piece(8, "three ", false)];
+        // Saved text that stops short of the gap fills nothing yet.
+        assert!(!fill(&mut kept, "one tw".to_owned()));
+        assert_eq!(kept.text, "one tw");
+        assert_eq!(kept.waiting.len(), 2);
+        // Saved text past the first waiting piece's start: the overlap is
+        // taken once, and both pieces follow in order.
+        assert!(fill(&mut kept, "one two thr".to_owned()));
+        assert_eq!(kept.text, "one two three four");
+        assert!(kept.waiting.is_empty());
+    }
+
+    #[test]
+    fn a_reconnect_marker_needs_only_the_saved_text_and_stale_text_is_ignored() {
+        let mut kept = Kept::new(1);
+        kept.text = "one two ".to_owned();
+        kept.waiting = vec![piece(9, "", false)];
+        // Saved text older than what is kept changes nothing, and ends the gap.
+        assert!(fill(&mut kept, "one ".to_owned()));
+        assert_eq!(kept.text, "one two ");
+        kept.waiting = vec![piece(9, "", false)];
+        assert!(fill(&mut kept, "one two three ".to_owned()));
+        assert_eq!(kept.text, "one two three ");
+    }
+}

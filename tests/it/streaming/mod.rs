@@ -3,6 +3,7 @@
 //! across processes.
 
 mod across_processes;
+mod gaps;
 mod provider;
 mod subscription;
 mod worker;
