@@ -24,14 +24,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
-mod gaps;
-
 use crate::db::DbPool;
 use crate::events::{Heard, Listener};
 use crate::output::OUTPUT_CHANNEL;
-
 use crate::output::wire::OutputChunk;
 use crate::queue::AttemptId;
+
+mod gaps;
 
 /// The most text kept for all attempts together.
 pub const MAX_KEPT_BYTES: usize = 64 * 1024 * 1024;
