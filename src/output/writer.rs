@@ -14,7 +14,9 @@
 //!
 //! Its own connection, not the queue's pool: it sends up to twenty times a
 //! second while answers stream, and must neither wait behind nor delay the
-//! heartbeat and the claims. If the connection is lost, text waits in the
+//! heartbeat and the claims. Its saves commit without waiting for the disk
+//! (`synchronous_commit = off`): a saved text so far is lost with its attempt
+//! in a crash anyway, and the save must not wait behind a WAL flush. If the connection is lost, text waits in the
 //! book (bounded by each attempt's answer cap) until it is back.
 
 use std::sync::Arc;
@@ -234,8 +236,10 @@ impl Connection {
         let mut conn = db::establish(&config.database_url, config.connect_timeout)
             .await
             .map_err(|e| e.to_string())?;
+        // A saved text so far is not worth waiting for the disk: a crash
+        // loses the attempt it belongs to anyway.
         conn.batch_execute(&format!(
-            "SET statement_timeout = {}",
+            "SET statement_timeout = {}; SET synchronous_commit = off",
             config.statement_timeout.as_millis()
         ))
         .await

@@ -187,7 +187,7 @@ async fn a_subscriber_that_stops_reading_gets_what_it_missed_as_one_chunk() {
     let app = app_routed(slow_echo(15)).await;
     let _served = app.serve().await;
     let worker = worker_routed(&app, slow_echo(15), 1).await;
-    let words: Vec<String> = (1..=400).map(|i| format!("w{i}")).collect();
+    let words: Vec<String> = (1..=600).map(|i| format!("w{i}")).collect();
     let prompt = words.join(" ");
     let id = create(&app, json!({ "prompt": prompt })).await;
     let request = || {
@@ -199,7 +199,8 @@ async fn a_subscriber_that_stops_reading_gets_what_it_missed_as_one_chunk() {
     // The stalled one reads its first chunk (so it follows the answer), then
     // nothing until the answer is done.
     let first = read_until(&mut stalled, |_| true).await;
-    // One reader keeps up (400 words, 15 ms apart: about 6 s, over a hundred pieces)…
+    // One reader keeps up (600 words, 15 ms apart: about 9 s, well over a
+    // hundred pieces)…
     let kept_up = read_until(&mut reading, |chunk| chunk.2).await;
     // …while the other read nothing until the answer was done.
     let caught_up = [first, read_until(&mut stalled, |chunk| chunk.2).await].concat();

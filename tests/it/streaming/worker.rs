@@ -67,11 +67,11 @@ async fn long_text_of_any_characters_fits_the_payloads() {
 async fn partial_result_grows_while_running_without_touching_the_row_and_is_null_after() {
     let app = app_routed(slow_echo(80)).await;
     let worker = worker_routed(&app, slow_echo(80), 1).await;
-    let words: Vec<String> = (1..=40).map(|i| format!("word{i}")).collect();
+    let words: Vec<String> = (1..=50).map(|i| format!("word{i}")).collect();
     let prompt = words.join(" ");
     let id = create(&app, json!({ "prompt": prompt })).await;
 
-    // Read it while it runs (40 words at 80 ms: about 3 s).
+    // Read it while it runs (50 words at 80 ms: about 4 s).
     let deadline = Instant::now() + WITHIN;
     let mut seen: Vec<String> = Vec::new();
     let mut running_since: Option<String> = None;
