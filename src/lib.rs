@@ -13,6 +13,7 @@ pub mod http;
 pub mod providers;
 pub mod queue;
 pub mod server;
+pub mod service;
 pub mod tasks;
 pub mod telemetry;
 
