@@ -86,6 +86,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let (served, ()) = tokio::join!(requests, tasks);
+    state.flush_events(Duration::from_secs(1)).await;
     served?;
     tracing::info!("stopped");
     Ok(())
