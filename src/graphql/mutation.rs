@@ -46,7 +46,8 @@ impl MutationRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The task's id.")] id: ID,
     ) -> async_graphql::Result<TaskNode> {
-        let task = service::cancel_task(&RequestBudget(ctx), &id).await?;
+        let state = ctx.data::<AppState>()?;
+        let task = service::cancel_task(state, &RequestBudget(ctx), &id).await?;
         Ok(TaskNode(task))
     }
 
@@ -57,7 +58,8 @@ impl MutationRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The task's id.")] id: ID,
     ) -> async_graphql::Result<TaskNode> {
-        let task = service::retry_task(&RequestBudget(ctx), &id).await?;
+        let state = ctx.data::<AppState>()?;
+        let task = service::retry_task(state, &RequestBudget(ctx), &id).await?;
         Ok(TaskNode(task))
     }
 
@@ -67,7 +69,8 @@ impl MutationRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The task's id.")] id: ID,
     ) -> async_graphql::Result<ID> {
-        let deleted = service::delete_task(&RequestBudget(ctx), &id).await?;
+        let state = ctx.data::<AppState>()?;
+        let deleted = service::delete_task(state, &RequestBudget(ctx), &id).await?;
         Ok(ID(deleted.to_string()))
     }
 }

@@ -1,8 +1,10 @@
-//! The HTTP surface: GraphQL, GraphiQL, MCP, health checks, and the layers
-//! every request passes through (request id, tracing, body limit, panic guard).
+//! The HTTP surface: GraphQL (subscriptions over WebSocket on the same
+//! path), GraphiQL, MCP, health checks, and the layers every request passes
+//! through (request id, tracing, body limit, panic guard).
 
 mod graphql;
 mod health;
+mod subscriptions;
 
 use axum::Router;
 use axum::http::{HeaderName, Request};
@@ -49,7 +51,7 @@ pub fn router_with_mcp(app: AppState, mcp: mcp::HttpSettings) -> Router {
         .route("/graphiql", get(graphql::graphiql))
         .route(
             "/graphql",
-            get(graphql::query_over_get).post(graphql::execute_post),
+            get(graphql::get_graphql).post(graphql::execute_post),
         )
         .route_service("/mcp", mcp)
         .route("/healthz", get(health::healthz))

@@ -66,7 +66,7 @@ impl TaskRunnerMcp {
         annotations(title = "Cancel a task", idempotent_hint = false)
     )]
     async fn cancel_task(&self, Arguments(args): Arguments<TaskIdArgs>) -> CallToolResult {
-        let task = service::cancel_task(&self.state, &args.id).await;
+        let task = service::cancel_task(&self.state, &self.state, &args.id).await;
         answer(task.map(TaskView::from))
     }
 
@@ -77,7 +77,7 @@ impl TaskRunnerMcp {
         annotations(title = "Retry a task", destructive_hint = false)
     )]
     async fn retry_task(&self, Arguments(args): Arguments<TaskIdArgs>) -> CallToolResult {
-        let task = service::retry_task(&self.state, &args.id).await;
+        let task = service::retry_task(&self.state, &self.state, &args.id).await;
         answer(task.map(TaskView::from))
     }
 

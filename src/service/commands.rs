@@ -1,9 +1,11 @@
-//! Changing tasks: create, update, cancel, retry, delete.
+//! Changing tasks: create, update, cancel, retry, delete. Each change is
+//! announced to every process's subscribers once it has committed.
 
 use diesel::QueryResult;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::events::TaskEventType;
 use crate::service::Connections;
 use crate::tasks::Task;
 use crate::tasks::store::{self, Outcome};
@@ -22,6 +24,7 @@ pub async fn create_task(
     drop(conn);
     // Harmless for a delayed task: a worker wakes and finds nothing due.
     state.announce_due_task();
+    state.publish(TaskEventType::Created, task.id);
     tracing::info!(task.id = task.id, model = %task.model, "task created");
     Ok(task)
 }
@@ -40,38 +43,58 @@ pub async fn update_task(
     }
     let mut conn = connections.connection().await?;
     let outcome = store::update_pending(&mut conn, id, &changes).await;
-    settle(id, outcome, "only PENDING tasks can be changed")
+    let task = settle(id, outcome, "only PENDING tasks can be changed")?;
+    state.publish(TaskEventType::Updated, id);
+    Ok(task)
 }
 
 /// Cancels a task: a PENDING one at once; a RUNNING one is returned with
 /// `cancel_requested` set, and its worker stops the model call and records
 /// CANCELLED within moments. CONFLICT once the task has finished.
-pub async fn cancel_task(connections: &impl Connections, id: &str) -> Result<Task, ApiError> {
+pub async fn cancel_task(
+    state: &AppState,
+    connections: &impl Connections,
+    id: &str,
+) -> Result<Task, ApiError> {
     let id = parse_task_id(id)?;
     let mut conn = connections.connection().await?;
     let outcome = store::cancel(&mut conn, id).await;
-    settle(
+    let task = settle(
         id,
         outcome,
         "only PENDING or RUNNING tasks can be cancelled",
-    )
+    )?;
+    state.publish(TaskEventType::Updated, id);
+    Ok(task)
 }
 
 /// Queues a FAILED or CANCELLED task again as PENDING, with a fresh attempt
 /// budget. CONFLICT for tasks in any other state.
-pub async fn retry_task(connections: &impl Connections, id: &str) -> Result<Task, ApiError> {
+pub async fn retry_task(
+    state: &AppState,
+    connections: &impl Connections,
+    id: &str,
+) -> Result<Task, ApiError> {
     let id = parse_task_id(id)?;
     let mut conn = connections.connection().await?;
     let outcome = store::retry(&mut conn, id).await;
-    settle(id, outcome, "only FAILED or CANCELLED tasks can be retried")
+    let task = settle(id, outcome, "only FAILED or CANCELLED tasks can be retried")?;
+    state.publish(TaskEventType::Updated, id);
+    Ok(task)
 }
 
 /// Deletes a task and returns its id; CONFLICT while a worker is running it.
-pub async fn delete_task(connections: &impl Connections, id: &str) -> Result<i64, ApiError> {
+pub async fn delete_task(
+    state: &AppState,
+    connections: &impl Connections,
+    id: &str,
+) -> Result<i64, ApiError> {
     let id = parse_task_id(id)?;
     let mut conn = connections.connection().await?;
     let outcome = store::delete(&mut conn, id).await;
-    settle(id, outcome, "cancel it first, or wait for it to finish")
+    let deleted = settle(id, outcome, "cancel it first, or wait for it to finish")?;
+    state.publish(TaskEventType::Deleted, deleted);
+    Ok(deleted)
 }
 
 /// The result of a guarded change to task `id`: its value, NOT_FOUND, or

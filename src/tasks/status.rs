@@ -56,6 +56,15 @@ impl TaskStatus {
         TaskStatus::Cancelled,
     ];
 
+    /// Whether a task in this status has finished: it leaves it only by
+    /// `retryTask`.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+
     /// The label PostgreSQL stores for this status.
     pub fn as_str(self) -> &'static str {
         match self {
