@@ -134,7 +134,18 @@ pub async fn mcp(args: McpArgs) -> anyhow::Result<()> {
     let Some(state) = until_cancelled(&shutdown, started).await? else {
         return Ok(());
     };
-    crate::mcp::serve_stdio(state, shutdown).await
+    // `wait_for_task` hears of changes made by any process through the hub.
+    let notifications = Listener::start(
+        args.database.database_url.clone(),
+        args.database.timeout(),
+        vec![EVENTS_CHANNEL],
+        shutdown.clone(),
+    )
+    .await;
+    state.listen_on(&notifications);
+    let served = crate::mcp::serve_stdio(state.clone(), shutdown).await;
+    state.flush_events(Duration::from_secs(1)).await;
+    served
 }
 
 /// Runs start-up unless shutdown is asked for first (start-up can wait a

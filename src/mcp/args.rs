@@ -113,3 +113,13 @@ pub struct ListTasksArgs {
     /// of the GraphQL API's `tasks` in its default order work too).
     pub after: Option<String>,
 }
+
+/// A task to wait for, and for how long at most.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitForTaskArgs {
+    /// The task's id, as `create_task` or `list_tasks` gave it.
+    pub id: String,
+    /// The longest to wait, in seconds: 0 to 600. Default 60.
+    pub timeout_seconds: Option<i32>,
+}

@@ -3,11 +3,15 @@
 //! rules, messages and error codes; a tool only shapes the answer.
 
 use rmcp::model::CallToolResult;
-use rmcp::{tool, tool_router};
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, tool, tool_router};
 
 use crate::mcp::TaskRunnerMcp;
-use crate::mcp::args::{Arguments, CreateTaskArgs, ListTasksArgs, TaskIdArgs, input_schema};
+use crate::mcp::args::{
+    Arguments, CreateTaskArgs, ListTasksArgs, TaskIdArgs, WaitForTaskArgs, input_schema,
+};
 use crate::mcp::results::{ModelList, StatsView, TaskPage, TaskView, answer};
+use crate::mcp::wait;
 use crate::service::{self, ListArguments};
 use crate::tasks::listing::FilterFields;
 
@@ -78,6 +82,23 @@ impl TaskRunnerMcp {
     )]
     async fn retry_task(&self, Arguments(args): Arguments<TaskIdArgs>) -> CallToolResult {
         let task = service::retry_task(&self.state, &self.state, &args.id).await;
+        answer(task.map(TaskView::from))
+    }
+
+    #[tool(
+        input_schema = input_schema::<WaitForTaskArgs>(),
+        description = "Wait for a task to finish: returns it as soon as it is SUCCEEDED (with the \
+                       model's `result`), FAILED or CANCELLED, or as it stands when \
+                       `timeout_seconds` (default 60, at most 600) have passed; then call again to \
+                       keep waiting. Sends progress notifications while it waits.",
+        annotations(title = "Wait for a task", read_only_hint = true)
+    )]
+    async fn wait_for_task(
+        &self,
+        Arguments(args): Arguments<WaitForTaskArgs>,
+        request: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let task = wait::wait_for_task(&self.state, &args.id, args.timeout_seconds, &request).await;
         answer(task.map(TaskView::from))
     }
 

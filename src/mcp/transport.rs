@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
+use std::io::Read;
+
 use anyhow::Context;
 use rmcp::ServiceExt;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio::io::{AsyncWriteExt, ReadHalf, SimplexStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
@@ -76,8 +79,9 @@ pub fn http_service(
 /// `shutdown` is cancelled. Nothing else may write to stdout meanwhile: logs
 /// go to stderr.
 pub async fn serve_stdio(state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let stdin = stdin_on_a_thread().context("could not start reading stdin")?;
     let running = TaskRunnerMcp::new(state)
-        .serve_with_ct(rmcp::transport::stdio_pipes(), shutdown)
+        .serve_with_ct((stdin, tokio::io::stdout()), shutdown)
         .await
         .context("the MCP client did not complete the handshake on stdin")?;
     tracing::info!("serving MCP on stdio");
@@ -87,4 +91,43 @@ pub async fn serve_stdio(state: AppState, shutdown: CancellationToken) -> anyhow
         .context("the MCP server stopped unexpectedly")?;
     tracing::info!(?reason, "MCP client gone or shutdown asked for");
     Ok(())
+}
+
+/// Stdin, read on a thread of its own.
+///
+/// A read of stdin cannot be cancelled. On tokio's blocking pool (where
+/// `tokio::io::stdin` reads), a pending one keeps the runtime, and so the
+/// process, alive after shutdown until the client sends another line or
+/// closes stdin. A plain thread does not hold the process back.
+fn stdin_on_a_thread() -> std::io::Result<ReadHalf<SimplexStream>> {
+    const BUFFER: usize = 64 * 1024;
+    let (reader, mut writer) = tokio::io::simplex(BUFFER);
+    let runtime = tokio::runtime::Handle::current();
+    std::thread::Builder::new()
+        .name("mcp-stdin".to_owned())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buffer = vec![0; BUFFER];
+            loop {
+                let read = match stdin.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(read) => read,
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not read stdin");
+                        break;
+                    }
+                };
+                let Some(bytes) = buffer.get(..read) else {
+                    break;
+                };
+                if runtime.block_on(writer.write_all(bytes)).is_err() {
+                    // The server stopped reading: it has ended.
+                    return;
+                }
+            }
+            // End of input: the server sees it and ends.
+            let _closed = runtime.block_on(writer.shutdown());
+        })?;
+    Ok(reader)
 }
