@@ -29,17 +29,19 @@ pub struct Cli {
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the GraphQL API and GraphiQL, and run workers in-process (the
-    /// default): prepares the database, applies pending migrations, then runs
-    /// until Ctrl-C or SIGTERM.
+    /// Serve the GraphQL API, GraphiQL and MCP (at `/mcp`), and run workers
+    /// in-process (the default): prepares the database, applies pending
+    /// migrations, then runs until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
     /// Run workers only (no HTTP): start as many as you like, on as many
     /// machines, against one PostgreSQL.
     Worker(RunArgs),
     /// Serve MCP (Model Context Protocol) on stdin and stdout, for an AI
-    /// assistant that starts this command itself: its tools create and
-    /// follow tasks in the same database `serve` uses. It runs no workers;
-    /// `serve` or `worker` processes run the tasks. Logs go to stderr.
+    /// assistant that starts this command itself.
+    ///
+    /// Its tools create and follow tasks in the same database `serve` uses.
+    /// It runs no workers: `serve` or `worker` processes run the tasks. Logs
+    /// go to stderr; stdout carries the protocol alone.
     Mcp(McpArgs),
     /// Apply pending database migrations, then exit.
     Migrate(DatabaseArgs),

@@ -136,3 +136,43 @@ async fn serve_reads_the_allowed_hosts_from_its_option_and_environment() {
         .expect("a bad host name stops serve at once");
     assert!(!exited.status.success());
 }
+
+#[tokio::test]
+async fn serve_stops_promptly_with_a_wait_for_task_in_flight() {
+    let db = TestDb::migrated().await;
+    let mut serve = Launch::serve()
+        .database(&db.url)
+        .args(["--workers", "0", "--shutdown-grace-seconds", "30"])
+        .spawn();
+    let address = serve.address().await;
+    let client = Client::http(&mcp_url(&address)).await;
+    let created = client
+        .ok(
+            "create_task",
+            serde_json::json!({ "prompt": "p", "model": "echo" }),
+        )
+        .await;
+    // Nobody runs the task: this call would wait ten minutes.
+    let waiting = client.try_call(
+        "wait_for_task",
+        serde_json::json!({ "id": created["id"], "timeout_seconds": 600 }),
+    );
+    let stop = async {
+        // The call is in flight once its first progress notification came.
+        let deadline = std::time::Instant::now() + WITHIN;
+        while client.recorder.progress().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the wait began");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        serve.terminate();
+        serve.wait_for_exit(WITHIN).await
+    };
+    let (_answer, exited) = tokio::join!(waiting, stop);
+    let exited = exited.expect("serve exits");
+    assert!(exited.status.success(), "{exited:?}");
+    // Well within the 30 s grace period: the call was ended, not waited for.
+    assert!(
+        exited.took < std::time::Duration::from_secs(10),
+        "{exited:?}"
+    );
+}
