@@ -3,8 +3,10 @@
 //! against the real `taskrunner mcp` binary.
 
 mod client;
+mod errors;
 mod over_http;
 mod over_stdio;
+mod schemas;
 mod tools;
 mod wait;
 
