@@ -1,12 +1,12 @@
 //! The two ways in: stdio, for a desktop assistant that starts `taskrunner mcp`
 //! itself, and streamable HTTP at `/mcp` on the port `serve` listens on.
 
-use std::sync::Arc;
-
 use std::io::Read;
+use std::sync::Arc;
 
 use anyhow::Context;
 use rmcp::ServiceExt;
+use rmcp::service::ServerInitializeError;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio::io::{AsyncWriteExt, ReadHalf, SimplexStream};
@@ -80,10 +80,17 @@ pub fn http_service(
 /// go to stderr.
 pub async fn serve_stdio(state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
     let stdin = stdin_on_a_thread().context("could not start reading stdin")?;
-    let running = TaskRunnerMcp::new(state)
+    let running = match TaskRunnerMcp::new(state)
         .serve_with_ct((stdin, tokio::io::stdout()), shutdown)
         .await
-        .context("the MCP client did not complete the handshake on stdin")?;
+    {
+        Ok(running) => running,
+        // Shutdown asked for before the client finished the handshake.
+        Err(ServerInitializeError::Cancelled) => return Ok(()),
+        Err(error) => {
+            return Err(error).context("the MCP client did not complete the handshake on stdin");
+        }
+    };
     tracing::info!("serving MCP on stdio");
     let reason = running
         .waiting()
@@ -122,7 +129,7 @@ fn stdin_on_a_thread() -> std::io::Result<ReadHalf<SimplexStream>> {
                     break;
                 };
                 if runtime.block_on(writer.write_all(bytes)).is_err() {
-                    // The server stopped reading: it has ended.
+                    // Nothing reads the stream any more.
                     return;
                 }
             }

@@ -168,10 +168,11 @@ async fn sigterm_ends_the_process_while_the_client_keeps_stdin_open() {
     command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(Stdio::piped());
     let mut child = command.spawn().expect("start taskrunner mcp");
     let mut stdin = child.stdin.take().expect("stdin");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut stderr = child.stderr.take().expect("stderr");
     send(
         &mut stdin,
         json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -184,6 +185,21 @@ async fn sigterm_ends_the_process_while_the_client_keeps_stdin_open() {
         .expect("an answer in time")
         .expect("read stdout");
     assert!(answered.is_some_and(|line| line.contains("serverInfo")));
+    send(
+        &mut stdin,
+        json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }),
+    )
+    .await;
+    send(
+        &mut stdin,
+        json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/list" }),
+    )
+    .await;
+    let listed = tokio::time::timeout(WITHIN, stdout.next_line())
+        .await
+        .expect("an answer in time")
+        .expect("read stdout");
+    assert!(listed.is_some_and(|line| line.contains("wait_for_task")));
 
     let pid = child.id().expect("a pid").to_string();
     let signalled = std::process::Command::new("kill")
@@ -196,7 +212,9 @@ async fn sigterm_ends_the_process_while_the_client_keeps_stdin_open() {
         .await
         .expect("the process ends on SIGTERM though stdin is still open")
         .expect("wait for it");
-    assert!(exited.success(), "{exited:?}");
+    let mut log = String::new();
+    stderr.read_to_string(&mut log).await.expect("read stderr");
+    assert!(exited.success(), "{exited:?}; its log:\n{log}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     drop(stdin);
 }
