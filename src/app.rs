@@ -71,6 +71,11 @@ impl AppState {
         self.changes.publish(kind, task_id);
     }
 
+    /// Waits, at most `within`, until every change published has been sent.
+    pub async fn flush_events(&self, within: std::time::Duration) {
+        self.changes.flush(within).await;
+    }
+
     /// The hub subscribers watch tasks through.
     pub fn events(&self) -> &EventHub {
         &self.events

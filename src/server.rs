@@ -1,5 +1,5 @@
-//! The `serve`, `worker` and `migrate` commands: start-up, running, and
-//! graceful shutdown.
+//! The `serve`, `worker`, `mcp` and `migrate` commands: start-up, running,
+//! and graceful shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
-use crate::config::{DatabaseArgs, ProviderArgs, RunArgs, ServeArgs};
+use crate::config::{DatabaseArgs, McpArgs, ProviderArgs, RunArgs, ServeArgs};
 use crate::db;
 use crate::events::{EVENTS_CHANNEL, Listener};
 use crate::output::OUTPUT_CHANNEL;
@@ -29,7 +29,11 @@ const MODEL_LIST_TIMEOUT: Duration = Duration::from_secs(10);
 /// seconds, whether or not the database answers.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
-    let ServeArgs { bind, run } = args;
+    let ServeArgs {
+        bind,
+        mcp_allowed_hosts,
+        run,
+    } = args;
     let started = async {
         let router = providers(&run.providers).await?;
         let state = AppState::connect(&run.database, router).await?;
@@ -56,9 +60,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await;
     state.listen_on(&notifications);
-    tracing::info!(%address, "listening; GraphiQL at http://{address}/");
+    tracing::info!(%address, "listening; GraphiQL at http://{address}/, MCP at http://{address}/mcp");
+    let mcp = crate::mcp::HttpSettings {
+        allowed_hosts: mcp_allowed_hosts,
+        shutdown: shutdown.child_token(),
+    };
     let http = tokio::spawn(
-        axum::serve(listener, crate::http::router(state.clone()))
+        axum::serve(listener, crate::http::router_with_mcp(state.clone(), mcp))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future(),
     );
@@ -87,6 +95,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let (served, ()) = tokio::join!(requests, tasks);
+    state.flush_events(Duration::from_secs(1)).await;
     served?;
     tracing::info!("stopped");
     Ok(())
@@ -112,6 +121,32 @@ pub async fn worker(args: RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves MCP on stdin and stdout until the client closes stdin, Ctrl-C or
+/// SIGTERM. Runs no workers: the tasks its tools create are run by `serve` or
+/// `worker` processes on the same database.
+pub async fn mcp(args: McpArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signal();
+    let started = async {
+        let router = providers(&args.providers).await?;
+        AppState::connect(&args.database, router).await
+    };
+    let Some(state) = until_cancelled(&shutdown, started).await? else {
+        return Ok(());
+    };
+    // `wait_for_task` hears of changes made by any process through the hub.
+    let notifications = Listener::start(
+        args.database.database_url.clone(),
+        args.database.timeout(),
+        vec![EVENTS_CHANNEL],
+        shutdown.clone(),
+    )
+    .await;
+    state.listen_on(&notifications);
+    let served = crate::mcp::serve_stdio(state.clone(), shutdown).await;
+    state.flush_events(Duration::from_secs(1)).await;
+    served
 }
 
 /// Runs start-up unless shutdown is asked for first (start-up can wait a

@@ -28,6 +28,8 @@ struct Queued {
     changes: Vec<(TaskEventType, i64)>,
     due: bool,
     dropped: usize,
+    /// A statement is being sent.
+    sending: bool,
 }
 
 /// A handle to the process's publisher; cheap to clone.
@@ -97,7 +99,14 @@ impl ChangePublisher {
                 changes,
                 due,
                 dropped,
-            } = std::mem::take(&mut *self.lock());
+                ..
+            } = std::mem::replace(
+                &mut *self.lock(),
+                Queued {
+                    sending: true,
+                    ..Queued::default()
+                },
+            );
             if dropped > 0 {
                 tracing::warn!(
                     dropped,
@@ -112,6 +121,7 @@ impl ChangePublisher {
                 payloads.push(String::new());
             }
             if payloads.is_empty() {
+                self.lock().sending = false;
                 continue;
             }
             let sent = match pool.get().await {
@@ -130,6 +140,24 @@ impl ChangePublisher {
                 // event: late, not lost.
                 tracing::warn!(%error, changes = changes.len(), "could not announce task changes");
             }
+            self.lock().sending = false;
         }
+    }
+
+    /// Waits, at most `within`, until everything queued has been sent: a
+    /// process that stops announces its last changes.
+    pub async fn flush(&self, within: std::time::Duration) {
+        let _ = tokio::time::timeout(within, async {
+            loop {
+                {
+                    let queued = self.lock();
+                    if queued.changes.is_empty() && !queued.due && !queued.sending {
+                        return;
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await;
     }
 }

@@ -6,8 +6,9 @@ use futures_util::Stream;
 use futures_util::stream::StreamExt;
 
 use crate::app::AppState;
-use crate::graphql::types::parse_task_id;
+use crate::error::ApiError;
 use crate::output::{AnswerChunk, follow};
+use crate::tasks::validation::parse_task_id;
 
 /// A piece of a task's answer.
 #[derive(SimpleObject)]
@@ -54,7 +55,7 @@ impl OutputSubscriptions {
         ctx: &Context<'_>,
         #[graphql(desc = "The task's id.")] id: ID,
     ) -> async_graphql::Result<impl Stream<Item = TaskOutputChunk> + use<>> {
-        let id = parse_task_id(&id)?;
+        let id = parse_task_id(&id).map_err(ApiError::from)?;
         let state = ctx.data::<AppState>()?;
         let chunks = follow::follow(state, id).await?;
         Ok(chunks.map(TaskOutputChunk::from))

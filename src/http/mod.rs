@@ -1,6 +1,6 @@
 //! The HTTP surface: GraphQL (subscriptions over WebSocket on the same
-//! path), GraphiQL, health checks, and the layers every
-//! request passes through (request id, tracing, body limit, panic guard).
+//! path), GraphiQL, MCP, health checks, and the layers every request passes
+//! through (request id, tracing, body limit, panic guard).
 
 mod graphql;
 mod health;
@@ -17,6 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
 use crate::graphql::TaskRunnerSchema;
+use crate::mcp;
 
 /// The largest request body accepted. A prompt at its limit of 100,000
 /// characters, JSON-escaped at worst (`\uXXXX` pairs), still fits.
@@ -32,8 +33,15 @@ pub struct HttpState {
     pub app: AppState,
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application, its MCP endpoint answering the loopback host
+/// names only.
 pub fn router(app: AppState) -> Router {
+    router_with_mcp(app, mcp::HttpSettings::default())
+}
+
+/// The whole HTTP application, its MCP endpoint (`/mcp`) served as `mcp` says.
+pub fn router_with_mcp(app: AppState, mcp: mcp::HttpSettings) -> Router {
+    let mcp = mcp::http_service(app.clone(), mcp);
     let state = HttpState {
         schema: crate::graphql::schema(app.clone()),
         app,
@@ -45,6 +53,7 @@ pub fn router(app: AppState) -> Router {
             "/graphql",
             get(graphql::get_graphql).post(graphql::execute_post),
         )
+        .route_service("/mcp", mcp)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(state)

@@ -8,6 +8,7 @@ mod harness;
 mod hostile;
 mod http;
 mod limits;
+mod mcp;
 mod migrations;
 mod pagination;
 mod process;

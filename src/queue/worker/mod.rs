@@ -407,6 +407,7 @@ impl Worker {
             if let Err(error) = unregistered.await {
                 tracing::warn!(%error, "could not remove the worker's lease; it lapses by itself");
             }
+            shared.changes.flush(SHUTDOWN_FLUSH).await;
         };
         if tokio::time::timeout(SHUTDOWN_FLUSH, flush).await.is_err() {
             tracing::error!(worker = %shared.id, "the database did not answer in time; unfinished tasks return to the queue when this worker's lease lapses");
