@@ -2,8 +2,9 @@
 //! processes, and saves their text so far, on a connection of its own.
 //!
 //! - **Sending**: within 50 ms of new text (at once for an attempt's first
-//!   text, 4 KiB, or its end), one statement NOTIFYs the unsent text of every
-//!   running attempt, in pieces that fit a payload. One connection sends, one
+//!   text, 4 KiB, or its end, but never within 5 ms of the last send), one
+//!   statement NOTIFYs the unsent text of every running attempt, in pieces
+//!   that fit a payload. One connection sends, one
 //!   statement at a time, so each attempt's pieces reach every listener in
 //!   order. What comes while a statement runs waits for the next, which
 //!   carries more: sending falls behind by coalescing, never by holding up
@@ -32,6 +33,10 @@ use crate::output::store;
 
 /// How long new text waits for more before it is sent.
 pub const COALESCE: Duration = Duration::from_millis(50);
+/// The shortest time between two sends, urgent or not: when attempts end
+/// by the thousand a second (an echo, a cached answer), each one's first text
+/// would otherwise be a statement of its own.
+pub const MIN_GAP: Duration = Duration::from_millis(5);
 /// How often the text so far is saved.
 pub const SAVE_PERIOD: Duration = Duration::from_secs(1);
 /// How often rows left by lost workers are swept.
@@ -69,14 +74,20 @@ pub async fn run(book: Arc<OutputBook>, config: WriterConfig, stop: Cancellation
     let mut connection = Connection::new(config);
     let mut next_save = Instant::now() + SAVE_PERIOD;
     let mut next_sweep = Instant::now() + SWEEP_PERIOD;
+    let mut last_send = Instant::now();
     loop {
         tokio::select! {
             () = book.pending.notified() => {
                 tokio::select! {
                     () = tokio::time::sleep(COALESCE) => {}
-                    () = book.urgent.notified() => {}
+                    // Urgent text still waits out the shortest gap.
+                    () = async {
+                        book.urgent.notified().await;
+                        tokio::time::sleep_until(last_send + MIN_GAP).await;
+                    } => {}
                     () = stop.cancelled() => {}
                 }
+                last_send = Instant::now();
                 send(&book, &mut connection).await;
             }
             () = tokio::time::sleep_until(next_save) => {
