@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::AppState;
 use crate::config::{DatabaseArgs, ProviderArgs, RunArgs, ServeArgs};
 use crate::db;
+use crate::http::HttpOptions;
 use crate::providers::config::load_router;
 use crate::providers::routing::ModelRouter;
 use crate::queue::Worker;
@@ -27,7 +28,11 @@ const MODEL_LIST_TIMEOUT: Duration = Duration::from_secs(10);
 /// seconds, whether or not the database answers.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
-    let ServeArgs { bind, run } = args;
+    let ServeArgs {
+        bind,
+        graphiql_cdn,
+        run,
+    } = args;
     let started = async {
         let router = providers(&run.providers).await?;
         let state = AppState::connect(&run.database, router).await?;
@@ -41,10 +46,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let address = listener.local_addr()?;
     tracing::info!(%address, "listening; GraphiQL at http://{address}/");
+    let http_options = HttpOptions { graphiql_cdn };
     let http = tokio::spawn(
-        axum::serve(listener, crate::http::router(state.clone()))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
+        axum::serve(
+            listener,
+            crate::http::router_with(state.clone(), &http_options),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future(),
     );
     // Workers start once the port is bound: a process that cannot serve
     // never takes tasks.

@@ -1,6 +1,7 @@
 //! The HTTP surface: GraphQL, GraphiQL, health checks, and the layers every
 //! request passes through (request id, tracing, body limit, panic guard).
 
+mod graphiql;
 mod graphql;
 mod health;
 
@@ -16,6 +17,8 @@ use tower_http::trace::TraceLayer;
 use crate::app::AppState;
 use crate::graphql::TaskRunnerSchema;
 
+pub use graphiql::{DEFAULT_GRAPHIQL_CDN, GraphiqlCdn, GraphiqlPage};
+
 /// The largest request body accepted. A prompt at its limit of 100,000
 /// characters, JSON-escaped at worst (`\uXXXX` pairs), still fits.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -28,17 +31,32 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 pub struct HttpState {
     pub schema: TaskRunnerSchema,
     pub app: AppState,
+    /// GraphiQL's page, rendered once when the router is built.
+    pub graphiql: GraphiqlPage,
 }
 
-/// The whole HTTP application.
+/// What `serve`'s settings change in the HTTP application.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    /// Where GraphiQL's page loads its files from.
+    pub graphiql_cdn: GraphiqlCdn,
+}
+
+/// The whole HTTP application, with every option at its default.
 pub fn router(app: AppState) -> Router {
+    router_with(app, &HttpOptions::default())
+}
+
+/// The whole HTTP application, as `options` configure it.
+pub fn router_with(app: AppState, options: &HttpOptions) -> Router {
     let state = HttpState {
         schema: crate::graphql::schema(app.clone()),
         app,
+        graphiql: GraphiqlPage::new(&options.graphiql_cdn),
     };
     Router::new()
-        .route("/", get(graphql::graphiql))
-        .route("/graphiql", get(graphql::graphiql))
+        .route("/", get(graphiql::graphiql))
+        .route("/graphiql", get(graphiql::graphiql))
         .route(
             "/graphql",
             get(graphql::query_over_get).post(graphql::execute_post),
