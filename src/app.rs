@@ -5,16 +5,18 @@ use std::sync::Arc;
 use crate::config::DatabaseArgs;
 use crate::db::{self, DbConn, DbPool};
 use crate::error::ApiError;
+use crate::events::{ChangePublisher, EventHub, Listener, TaskEventType};
 use crate::providers::routing::{ModelRouter, Unroutable};
-use crate::queue::DueNotifier;
 
-/// What the API needs to answer a request: the database pool and the model
-/// routes. Cheap to clone; clones share both.
+/// What the API needs to answer a request: the database pool, the model
+/// routes, and the event backbone (announcing changes, hearing them for
+/// subscribers). Cheap to clone; clones share all of it.
 #[derive(Clone)]
 pub struct AppState {
     pool: DbPool,
     router: Arc<ModelRouter>,
-    notifier: DueNotifier,
+    changes: ChangePublisher,
+    events: EventHub,
     connections_per_request: usize,
 }
 
@@ -23,15 +25,18 @@ pub struct AppState {
 pub const DEFAULT_CONNECTIONS_PER_REQUEST: usize = 2;
 
 impl AppState {
-    /// State around an existing pool and router (starts the due-task notifier,
-    /// so call it inside the runtime), with the default connection cap per
-    /// request.
+    /// State around an existing pool and router (starts the change publisher
+    /// and the event hub, so call it inside the runtime), with the default
+    /// connection cap per request. Subscribers hear changes once the state is
+    /// given a listener ([`AppState::listen_on`]).
     pub fn new(pool: DbPool, router: Arc<ModelRouter>) -> Self {
-        let notifier = DueNotifier::start(pool.clone());
+        let changes = ChangePublisher::start(pool.clone());
+        let events = EventHub::start(pool.clone());
         AppState {
             pool,
             router,
-            notifier,
+            changes,
+            events,
             connections_per_request: DEFAULT_CONNECTIONS_PER_REQUEST,
         }
     }
@@ -52,7 +57,29 @@ impl AppState {
 
     /// Wakes idle workers: call once a task that is due now has committed.
     pub fn announce_due_task(&self) {
-        self.notifier.task_due();
+        self.changes.task_due();
+    }
+
+    /// Announces a change to a task to every process's subscribers: call once
+    /// it has committed. Never waits.
+    pub fn publish(&self, kind: TaskEventType, task_id: i64) {
+        self.changes.publish(kind, task_id);
+    }
+
+    /// Waits, at most `within`, until every change published has been sent.
+    pub async fn flush_events(&self, within: std::time::Duration) {
+        self.changes.flush(within).await;
+    }
+
+    /// The hub subscribers watch tasks through.
+    pub fn events(&self) -> &EventHub {
+        &self.events
+    }
+
+    /// Lets subscribers hear the changes `listener` hears (it must listen on
+    /// [`crate::events::EVENTS_CHANNEL`]).
+    pub fn listen_on(&self, listener: &Listener) {
+        self.events.listen_on(listener);
     }
 
     /// Prepares the database (create, migrate) and builds the pool.

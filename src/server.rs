@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 use crate::app::AppState;
 use crate::config::{DatabaseArgs, ProviderArgs, RunArgs, ServeArgs};
 use crate::db;
+use crate::events::{EVENTS_CHANNEL, Listener};
 use crate::http::HttpOptions;
 use crate::providers::config::load_router;
 use crate::providers::routing::ModelRouter;
-use crate::queue::Worker;
+use crate::queue::{CANCEL_CHANNEL, DUE_CHANNEL, Worker};
 
 /// How often providers are asked again which models they serve.
 const MODEL_REFRESH_PERIOD: Duration = Duration::from_secs(300);
@@ -45,6 +46,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let address = listener.local_addr()?;
+    // The process's one LISTEN connection: subscribers' events, and the
+    // workers' wake-ups and cancellations when it runs workers.
+    let mut channels = vec![EVENTS_CHANNEL];
+    if run.worker.workers > 0 {
+        channels.extend([DUE_CHANNEL, CANCEL_CHANNEL]);
+    }
+    let notifications = Listener::start(
+        run.database.database_url.clone(),
+        run.database.timeout(),
+        channels,
+        shutdown.clone(),
+    )
+    .await;
+    state.listen_on(&notifications);
     tracing::info!(%address, "listening; GraphiQL at http://{address}/");
     let http_options = HttpOptions { graphiql_cdn };
     let http = tokio::spawn(
@@ -57,7 +72,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     // Workers start once the port is bound: a process that cannot serve
     // never takes tasks.
-    let worker = start_worker(&run, state.router()).await?;
+    let worker = start_worker(&run, state.router(), Some(&notifications)).await?;
     shutdown.cancelled().await;
 
     let grace = Duration::from_secs(run.worker.shutdown_grace_seconds);
@@ -80,6 +95,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let (served, ()) = tokio::join!(requests, tasks);
+    state.flush_events(Duration::from_secs(1)).await;
     served?;
     tracing::info!("stopped");
     Ok(())
@@ -94,7 +110,7 @@ pub async fn worker(args: RunArgs) -> anyhow::Result<()> {
     let started = async {
         let router = providers(&args.providers).await?;
         db::prepare_database(&args.database).await?;
-        start_worker(&args, &router).await
+        start_worker(&args, &router, None).await
     };
     let Some(worker) = until_cancelled(&shutdown, started).await? else {
         return Ok(());
@@ -143,18 +159,23 @@ async fn providers(args: &ProviderArgs) -> anyhow::Result<Arc<ModelRouter>> {
     Ok(router)
 }
 
-/// Starts the workers `args` ask for, with a pool of their own.
-async fn start_worker(args: &RunArgs, router: &Arc<ModelRouter>) -> anyhow::Result<Option<Worker>> {
+/// Starts the workers `args` ask for, with a pool of their own, on the
+/// process's listener if it has one (else on a listener of their own).
+async fn start_worker(
+    args: &RunArgs,
+    router: &Arc<ModelRouter>,
+    listener: Option<&Listener>,
+) -> anyhow::Result<Option<Worker>> {
     if args.worker.workers == 0 {
         tracing::info!("--workers is 0: serving the API only");
         return Ok(None);
     }
-    let worker = Worker::start(
-        &args.database,
-        Arc::clone(router),
-        args.worker.worker_config(),
-    )
-    .await?;
+    let router = Arc::clone(router);
+    let config = args.worker.worker_config();
+    let worker = match listener {
+        Some(listener) => Worker::start_on(&args.database, router, config, listener).await?,
+        None => Worker::start(&args.database, router, config).await?,
+    };
     Ok(Some(worker))
 }
 

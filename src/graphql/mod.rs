@@ -5,17 +5,29 @@ mod connection;
 pub mod expansion;
 mod mutation;
 mod query;
+mod subscription;
 pub mod types;
 
-use async_graphql::{EmptySubscription, Schema, SchemaBuilder};
+use std::sync::Arc;
+
+use async_graphql::futures_util::stream::{self, BoxStream, StreamExt};
+use async_graphql::{
+    Data, ErrorExtensionValues, MergedSubscription, Schema, SchemaBuilder, ServerError,
+};
 
 use crate::app::AppState;
 pub use connection::TaskConnection;
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
+pub use subscription::TaskSubscriptions;
+
+/// Every subscription, from the objects that define them.
+#[derive(MergedSubscription, Default)]
+#[graphql(name = "Subscription")]
+pub struct SubscriptionRoot(TaskSubscriptions);
 
 /// The engine's schema type.
-pub type EngineSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type EngineSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// The service's GraphQL schema, and the one way to run a request on it:
 /// [`TaskRunnerSchema::execute`] first refuses queries too large once their
@@ -40,9 +52,66 @@ impl TaskRunnerSchema {
         self.engine.execute(request.data(budget)).await
     }
 
+    /// Runs one subscription: the same checks as [`TaskRunnerSchema::execute`],
+    /// then a response per event. Every error carries a code.
+    pub fn execute_stream(
+        &self,
+        request: impl Into<async_graphql::Request>,
+        session_data: Option<Arc<Data>>,
+    ) -> BoxStream<'static, async_graphql::Response> {
+        let mut request = request.into();
+        if let Err(refused) = expansion::check(&mut request) {
+            return stream::once(
+                async move { async_graphql::Response::from_errors(vec![refused]) },
+            )
+            .boxed();
+        }
+        let budget = budget::RequestConnections::new(self.connections_per_request);
+        self.engine
+            .execute_stream_with_session_data(
+                request.data(budget),
+                session_data.unwrap_or_default(),
+            )
+            .map(|mut response| {
+                for error in &mut response.errors {
+                    give_code(error);
+                }
+                response
+            })
+            .boxed()
+    }
+
     /// The schema in SDL.
     pub fn sdl(&self) -> String {
         self.engine.sdl()
+    }
+}
+
+/// The engine is driven through [`TaskRunnerSchema`] wherever it needs an
+/// executor (the WebSocket transport), so subscriptions get the same checks.
+impl async_graphql::Executor for TaskRunnerSchema {
+    async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
+        TaskRunnerSchema::execute(self, request).await
+    }
+
+    fn execute_stream(
+        &self,
+        request: async_graphql::Request,
+        session_data: Option<Arc<Data>>,
+    ) -> BoxStream<'static, async_graphql::Response> {
+        TaskRunnerSchema::execute_stream(self, request, session_data)
+    }
+}
+
+/// Gives an error raised by the engine itself (a query that does not parse,
+/// does not fit the schema, or is over a limit) the code such errors carry;
+/// resolvers' errors keep theirs.
+pub fn give_code(error: &mut ServerError) {
+    let extensions = error
+        .extensions
+        .get_or_insert_with(ErrorExtensionValues::default);
+    if extensions.get("code").is_none() {
+        extensions.set("code", VALIDATION_FAILED);
     }
 }
 
@@ -96,8 +165,8 @@ const TOTAL_COUNT_MARK: usize = 1 << 32;
 const MAX_DIRECTIVES_PER_FIELD: usize = 8;
 
 /// The schema with its limits, before any state is attached.
-pub fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+pub fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot::default())
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_directives(MAX_DIRECTIVES_PER_FIELD)

@@ -5,6 +5,7 @@ use diesel::QueryResult;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::events::TaskEventType;
 use crate::graphql::budget;
 use crate::graphql::types::{
     CreateTaskInput, TaskNode, UpdateTaskInput, check_instant, parse_task_id,
@@ -39,6 +40,7 @@ impl MutationRoot {
             .map_err(ApiError::from)?;
         // Harmless for a delayed task: a worker wakes and finds nothing due.
         state.announce_due_task();
+        state.publish(TaskEventType::Created, task.id);
         tracing::info!(task.id = task.id, model = %task.model, "task created");
         Ok(TaskNode(task))
     }
@@ -60,11 +62,9 @@ impl MutationRoot {
         }
         let mut conn = budget::connection(ctx).await?;
         let outcome = store::update_pending(&mut conn, id, &changes).await;
-        Ok(TaskNode(settle(
-            id,
-            outcome,
-            "only PENDING tasks can be changed",
-        )?))
+        let task = settle(id, outcome, "only PENDING tasks can be changed")?;
+        state.publish(TaskEventType::Updated, id);
+        Ok(TaskNode(task))
     }
 
     /// Cancels a task. A PENDING task is CANCELLED at once; a RUNNING one is
@@ -78,11 +78,13 @@ impl MutationRoot {
         let id = parse_task_id(&id)?;
         let mut conn = budget::connection(ctx).await?;
         let outcome = store::cancel(&mut conn, id).await;
-        Ok(TaskNode(settle(
+        let task = settle(
             id,
             outcome,
             "only PENDING or RUNNING tasks can be cancelled",
-        )?))
+        )?;
+        ctx.data::<AppState>()?.publish(TaskEventType::Updated, id);
+        Ok(TaskNode(task))
     }
 
     /// Queues a FAILED or CANCELLED task again as PENDING, with a fresh attempt
@@ -95,11 +97,9 @@ impl MutationRoot {
         let id = parse_task_id(&id)?;
         let mut conn = budget::connection(ctx).await?;
         let outcome = store::retry(&mut conn, id).await;
-        Ok(TaskNode(settle(
-            id,
-            outcome,
-            "only FAILED or CANCELLED tasks can be retried",
-        )?))
+        let task = settle(id, outcome, "only FAILED or CANCELLED tasks can be retried")?;
+        ctx.data::<AppState>()?.publish(TaskEventType::Updated, id);
+        Ok(TaskNode(task))
     }
 
     /// Deletes a task and returns its id; CONFLICT while a worker is running it.
@@ -112,6 +112,8 @@ impl MutationRoot {
         let mut conn = budget::connection(ctx).await?;
         let outcome = store::delete(&mut conn, id).await;
         let deleted = settle(id, outcome, "cancel it first, or wait for it to finish")?;
+        ctx.data::<AppState>()?
+            .publish(TaskEventType::Deleted, deleted);
         Ok(ID(deleted.to_string()))
     }
 }

@@ -1,17 +1,16 @@
 //! GraphQL over HTTP: POST for everything, GET for queries.
 
 use async_graphql::ParseRequestError;
+use async_graphql::ServerError;
 use async_graphql::parser::types::OperationType;
-use async_graphql::{ErrorExtensionValues, ServerError};
 use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRequest, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::graphql::VALIDATION_FAILED;
 use crate::http::{HttpState, REQUEST_ID_HEADER};
 
 /// `POST /graphql`.
@@ -28,10 +27,24 @@ pub async fn execute_post(
     }
 }
 
-/// `GET /graphql`: queries only; a mutation over GET is refused (405), since
-/// GET must be safe to repeat and to prefetch.
-pub async fn query_over_get(
+/// `GET /graphql`: a WebSocket upgrade for subscriptions, or a query.
+pub async fn get_graphql(
     State(state): State<HttpState>,
+    request: axum::extract::Request,
+) -> Response {
+    if super::subscriptions::wants_upgrade(request.headers()) {
+        let (parts, _) = request.into_parts();
+        return super::subscriptions::upgrade(state, parts).await;
+    }
+    let headers = request.headers().clone();
+    let graphql = GraphQLRequest::<GraphQLRejection>::from_request(request, &state).await;
+    query_over_get(state, headers, graphql).await
+}
+
+/// A query over GET; a mutation over GET is refused (405), since GET must be
+/// safe to repeat and to prefetch.
+async fn query_over_get(
+    state: HttpState,
     headers: HeaderMap,
     request: Result<GraphQLRequest, GraphQLRejection>,
 ) -> Response {
@@ -99,13 +112,10 @@ async fn execute(
 /// Gives every error a code (the engine's own errors have none) and the
 /// request id, which finds its details in the server's log.
 fn label(error: &mut ServerError, request_id: &str) {
-    let extensions = error
-        .extensions
-        .get_or_insert_with(ErrorExtensionValues::default);
-    if extensions.get("code").is_none() {
-        extensions.set("code", VALIDATION_FAILED);
-    }
-    if !request_id.is_empty() {
+    crate::graphql::give_code(error);
+    if !request_id.is_empty()
+        && let Some(extensions) = error.extensions.as_mut()
+    {
         extensions.set("requestId", request_id);
     }
 }

@@ -1,9 +1,11 @@
-//! The HTTP surface: GraphQL, GraphiQL, health checks, and the layers every
+//! The HTTP surface: GraphQL (subscriptions over WebSocket on the same
+//! path), GraphiQL, health checks, and the layers every
 //! request passes through (request id, tracing, body limit, panic guard).
 
 mod graphiql;
 mod graphql;
 mod health;
+mod subscriptions;
 
 use axum::Router;
 use axum::http::{HeaderName, Request};
@@ -59,7 +61,7 @@ pub fn router_with(app: AppState, options: &HttpOptions) -> Router {
         .route("/graphiql", get(graphiql::graphiql))
         .route(
             "/graphql",
-            get(graphql::query_over_get).post(graphql::execute_post),
+            get(graphql::get_graphql).post(graphql::execute_post),
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -1,8 +1,8 @@
 //! The queue and its workers, on the `tasks` table alone.
 //!
 //! - `store`: the claim, lease, outcome, rescue and upkeep statements;
-//! - `listener`: LISTEN/NOTIFY wake-ups and cancellations on a dedicated connection;
-//! - `notifier`: the API's side of the wake-up, sent after a create commits;
+//! - wake-ups and cancellations arrive on the process's listener
+//!   (`events::Listener`), on [`DUE_CHANNEL`] and [`CANCEL_CHANNEL`];
 //! - `worker`: the process-wide runtime that claims tasks into free slots, runs
 //!   them on their provider, keeps its lease and records their outcomes;
 //! - `outcome`: attempts, how they ended, and the retry backoff.
@@ -12,12 +12,14 @@
 //! claims, leases); outcomes are fenced by (worker, attempt), so a worker
 //! that lost its lease cannot overwrite its successor's work.
 
-mod listener;
-mod notifier;
 pub mod outcome;
 pub mod store;
 mod worker;
 
-pub use notifier::DueNotifier;
 pub use outcome::{AttemptId, Backoff, Outcome, Verdict};
 pub use worker::{SHUTDOWN_FLUSH, Worker, WorkerConfig};
+
+/// The channel a NOTIFY names when a task becomes due.
+pub const DUE_CHANNEL: &str = "taskrunner_task_due";
+/// The channel a NOTIFY names, with the task id, when cancellation is asked for.
+pub const CANCEL_CHANNEL: &str = "taskrunner_task_cancel";

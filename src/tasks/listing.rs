@@ -23,6 +23,25 @@ pub struct TaskFilter {
     pub created_before: Option<DateTime<Utc>>,
 }
 
+impl TaskFilter {
+    /// Whether `task` meets every condition, as the list's query would judge
+    /// it (for subscribers, who see tasks one at a time).
+    pub fn matches(&self, task: &Task) -> bool {
+        self.statuses
+            .as_ref()
+            .is_none_or(|statuses| statuses.contains(&task.status))
+            && self.model.as_ref().is_none_or(|model| *model == task.model)
+            && self.min_priority.is_none_or(|min| task.priority >= min)
+            && self.max_priority.is_none_or(|max| task.priority <= max)
+            && self
+                .created_after
+                .is_none_or(|after| task.created_at > after)
+            && self
+                .created_before
+                .is_none_or(|before| task.created_at < before)
+    }
+}
+
 /// The sort key of the task list. Ties are broken by id, so every ordering is total.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
 pub enum TaskOrderField {

@@ -108,14 +108,25 @@ pub async fn update_pending(
     })
 }
 
-/// Deletes a task unless a worker is running it.
+/// Deletes a task unless a worker is running it, keeping its last state a
+/// while in `task_tombstones` for the subscribers its DELETED event reaches.
 pub async fn delete(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcome<i64>> {
-    let deleted = diesel::delete(tasks::table.find(id))
-        .filter(tasks::status.ne(TaskStatus::Running))
-        .returning(tasks::id)
-        .get_result(conn)
-        .await
-        .optional()?;
+    #[derive(QueryableByName)]
+    struct Deleted {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
+    let deleted = diesel::sql_query(
+        "WITH gone AS (DELETE FROM tasks WHERE id = $1 AND status <> 'running' RETURNING *)
+         INSERT INTO task_tombstones SELECT * FROM gone
+         ON CONFLICT (id) DO UPDATE SET deleted_at = now()
+         RETURNING id",
+    )
+    .bind::<BigInt, _>(id)
+    .get_result::<Deleted>(conn)
+    .await
+    .optional()?
+    .map(|row| row.id);
     done_or_why_not(conn, id, deleted).await
 }
 

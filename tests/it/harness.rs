@@ -11,12 +11,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_graphql::Variables;
 use serde_json::{Value, json};
+use std::time::Duration;
 use taskrunner::AppState;
 use taskrunner::config::DatabaseArgs;
 use taskrunner::db::{self, DbPool, migrations};
 use taskrunner::graphql::{self, TaskRunnerSchema};
+
+use taskrunner::events::{EVENTS_CHANNEL, Listener};
 use tokio::sync::OnceCell;
 use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
 
 /// The server's URL, pointing at its maintenance database.
 pub fn server_url() -> String {
@@ -233,6 +237,37 @@ impl TestApp {
         taskrunner::http::router(self.state.clone())
     }
 
+    /// Serves the application on a free port of 127.0.0.1 as `serve` does,
+    /// with its own listening connection for subscribers' events; both stop
+    /// when the returned value is dropped.
+    pub async fn serve(&self) -> Served {
+        self.serve_on(&self.db.args().database_url).await
+    }
+
+    /// [`TestApp::serve`], with the listener connecting to `database_url`
+    /// (a proxy in front of the test database, say).
+    pub async fn serve_on(&self, database_url: &str) -> Served {
+        let stop = CancellationToken::new();
+        let listener = Listener::start(
+            database_url.to_owned(),
+            Duration::from_secs(5),
+            vec![EVENTS_CHANNEL],
+            stop.clone(),
+        )
+        .await;
+        self.state.listen_on(&listener);
+        let socket = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let address = socket.local_addr().expect("bound address").to_string();
+        let app = self.router();
+        let until = stop.clone().cancelled_owned();
+        tokio::spawn(async move {
+            let _ = axum::serve(socket, app).with_graceful_shutdown(until).await;
+        });
+        Served { address, stop }
+    }
+
     /// Runs a GraphQL request and returns the response as JSON (`data`, `errors`).
     pub async fn gql(&self, query: &str, variables: Value) -> Value {
         let request = async_graphql::Request::new(query).variables(Variables::from_json(variables));
@@ -283,4 +318,16 @@ pub fn error_field(response: &Value) -> &str {
     response["errors"][0]["extensions"]["field"]
         .as_str()
         .unwrap_or_else(|| panic!("expected an error naming a field: {response:#}"))
+}
+
+/// The application served on a port; stops when dropped.
+pub struct Served {
+    pub address: String,
+    stop: CancellationToken,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }

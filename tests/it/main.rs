@@ -18,5 +18,6 @@ mod proxy;
 mod queue;
 mod queue_guarantees;
 mod schema_file;
+mod subscriptions;
 mod tasks_api;
 mod temp_dir;

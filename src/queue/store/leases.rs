@@ -207,14 +207,15 @@ pub async fn rescue_ids(
 
 /// Gives back attempts this worker will not finish (it is shutting down):
 /// their tasks are PENDING again at once, and the interrupted attempt does not
-/// count (CANCELLED instead when their cancellation was asked for).
+/// count (CANCELLED instead when their cancellation was asked for). Returns
+/// the tasks given back.
 pub async fn release(
     conn: &mut AsyncPgConnection,
     worker_id: &str,
     attempts: &[AttemptId],
-) -> QueryResult<usize> {
+) -> QueryResult<Vec<i64>> {
     if attempts.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let ids: Vec<i64> = attempts.iter().map(|a| a.task_id).collect();
     let numbers: Vec<i32> = attempts.iter().map(|a| a.attempt).collect();
@@ -229,11 +230,13 @@ pub async fn release(
              updated_at = now()
          FROM unnest($2, $3) AS r(id, attempt)
          WHERE t.id = r.id AND t.attempts = r.attempt
-           AND t.status = 'running' AND t.worker_id = $1",
+           AND t.status = 'running' AND t.worker_id = $1
+         RETURNING t.id",
     )
     .bind::<Text, _>(worker_id)
     .bind::<Array<BigInt>, _>(ids)
     .bind::<Array<Integer>, _>(numbers)
-    .execute(conn)
+    .load::<super::IdRow>(conn)
     .await
+    .map(|rows| rows.into_iter().map(|row| row.id).collect())
 }

@@ -24,7 +24,7 @@ pub use leases::{
     unregister,
 };
 pub use outcomes::{fail_unrecordable, record_outcomes};
-pub use upkeep::{fold_status_counts, forget_dead_workers, sweep_exhausted};
+pub use upkeep::{fold_status_counts, forget_dead_workers, forget_tombstones, sweep_exhausted};
 
 use diesel::result::Error;
 

@@ -7,11 +7,22 @@ use diesel::prelude::*;
 use diesel::sql_types::Double;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+/// Forgets the last state of tasks deleted more than `age` ago (kept for the
+/// subscribers their DELETED events reach). Returns how many were forgotten.
+pub async fn forget_tombstones(conn: &mut AsyncPgConnection, age: Duration) -> QueryResult<usize> {
+    diesel::sql_query(
+        "DELETE FROM task_tombstones WHERE deleted_at < now() - make_interval(secs => $1)",
+    )
+    .bind::<Double, _>(age.as_secs_f64())
+    .execute(conn)
+    .await
+}
+
 /// Ends FAILED the PENDING tasks that have no attempt left: the claim never
 /// takes them, and only a program writing the table directly can leave one
 /// (the API refuses to lower `maxAttempts` to the attempts already made).
-/// Returns how many were ended.
-pub async fn sweep_exhausted(conn: &mut AsyncPgConnection) -> QueryResult<usize> {
+/// Returns the tasks ended.
+pub async fn sweep_exhausted(conn: &mut AsyncPgConnection) -> QueryResult<Vec<i64>> {
     diesel::sql_query(
         "UPDATE tasks AS t
          SET status = 'failed',
@@ -22,10 +33,12 @@ pub async fn sweep_exhausted(conn: &mut AsyncPgConnection) -> QueryResult<usize>
          FROM (SELECT id FROM tasks
                WHERE status = 'pending' AND attempts >= max_attempts
                LIMIT 1000 FOR UPDATE SKIP LOCKED) AS spent
-         WHERE t.id = spent.id",
+         WHERE t.id = spent.id
+         RETURNING t.id",
     )
-    .execute(conn)
+    .load::<super::IdRow>(conn)
     .await
+    .map(|rows| rows.into_iter().map(|row| row.id).collect())
 }
 
 /// Folds the deltas the status triggers appended into the totals, in one

@@ -8,6 +8,7 @@ use std::time::Duration;
 use diesel_async::AsyncPgConnection;
 use tokio::sync::mpsc;
 
+use crate::events::TaskEventType;
 use crate::queue::outcome::{AttemptId, Outcome};
 use crate::queue::store::{self, Splitter};
 use crate::queue::worker::{DbFailure, Shared, attempt, lock};
@@ -108,14 +109,20 @@ async fn claim(
             unstartable,
         ))
         .await;
-    match claimed {
+    let claimed = match claimed {
         Ok(tasks) => Ok(tasks),
         Err(failure) if failure.worth_splitting() => {
             tracing::warn!(error = %failure, "a claim failed; claiming one by one to find the row at fault");
             claim_isolating(shared, &mut conn, limit, unstartable).await
         }
         Err(failure) => Err(failure),
+    };
+    if let Ok(tasks) = &claimed {
+        shared
+            .changes
+            .publish_all(TaskEventType::Updated, tasks.iter().map(|task| task.id));
     }
+    claimed
 }
 
 /// How long until the next claimable task falls due, if any is pending and
@@ -161,7 +168,10 @@ async fn claim_isolating(
             .within(store::fail_unstartable(conn, id, &reason))
             .await
         {
-            Ok(_) => {
+            Ok(ended) => {
+                if ended {
+                    shared.changes.publish(TaskEventType::Updated, id);
+                }
                 tracing::warn!(task = id, %reason, "ended FAILED a task that cannot be started")
             }
             Err(error) => {
@@ -237,7 +247,10 @@ async fn hand_back(shared: &Shared, attempt: AttemptId) {
             .within(store::release(&mut conn, &shared.id, &[attempt]))
             .await
     };
-    if let Err(error) = released.await {
-        tracing::warn!(task = attempt.task_id, %error, "could not hand a task back; it returns when the lease lapses");
+    match released.await {
+        Ok(released) => shared.changes.publish_all(TaskEventType::Updated, released),
+        Err(error) => {
+            tracing::warn!(task = attempt.task_id, %error, "could not hand a task back; it returns when the lease lapses")
+        }
     }
 }

@@ -26,9 +26,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::DatabaseArgs;
 use crate::db::{self, DbConn, DbPool};
+use crate::events::{ChangePublisher, Heard, Listener, TaskEventType};
 use crate::providers::routing::ModelRouter;
 use crate::queue::outcome::{AttemptId, Backoff, Outcome};
-use crate::queue::{listener, store};
+use crate::queue::{CANCEL_CHANNEL, DUE_CHANNEL, store};
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -112,6 +113,8 @@ struct Shared {
     pool: DbPool,
     router: Arc<ModelRouter>,
     config: WorkerConfig,
+    /// Announces the changes the worker's statements make.
+    changes: ChangePublisher,
     /// The longest one database step may take, waiting for a connection included.
     step_timeout: Duration,
     in_flight: Mutex<HashMap<AttemptId, Running>>,
@@ -215,21 +218,54 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts a worker: its own pool on `database`, its lease, listener,
-    /// heartbeat, upkeep, outcome writer and claim loop. Returns once it is
-    /// listening for notifications (so none sent after this returns is missed).
+    /// Starts a worker with a listening connection of its own (see
+    /// [`Worker::start_on`]); the listener stops with the worker.
     pub async fn start(
         database: &DatabaseArgs,
         router: Arc<ModelRouter>,
         config: WorkerConfig,
     ) -> anyhow::Result<Worker> {
+        let finished = CancellationToken::new();
+        let listener = Listener::start(
+            database.database_url.clone(),
+            database.timeout(),
+            vec![DUE_CHANNEL, CANCEL_CHANNEL],
+            finished.clone(),
+        )
+        .await;
+        Worker::start_with(database, router, config, &listener, finished).await
+    }
+
+    /// Starts a worker on the process's `listener` (which must listen on
+    /// [`DUE_CHANNEL`] and [`CANCEL_CHANNEL`]): its own pool on `database`,
+    /// its lease, heartbeat, upkeep, outcome writer and claim loop. The
+    /// listener is already listening, so no notification sent after this
+    /// returns is missed.
+    pub async fn start_on(
+        database: &DatabaseArgs,
+        router: Arc<ModelRouter>,
+        config: WorkerConfig,
+        listener: &Listener,
+    ) -> anyhow::Result<Worker> {
+        Worker::start_with(database, router, config, listener, CancellationToken::new()).await
+    }
+
+    async fn start_with(
+        database: &DatabaseArgs,
+        router: Arc<ModelRouter>,
+        config: WorkerConfig,
+        listener: &Listener,
+        finished: CancellationToken,
+    ) -> anyhow::Result<Worker> {
         let pool = db::build_queue_pool(database).context("cannot build the queue's pool")?;
+        let changes = ChangePublisher::start(pool.clone());
         let id = worker_id();
         tracing::info!(worker = %id, slots = config.slots, lease = ?config.lease, "worker starting");
         let shared = Arc::new(Shared {
             id,
             pool,
             router,
+            changes,
             slots: Arc::new(Semaphore::new(config.slots)),
             config,
             step_timeout: database.statement_timeout() + database.timeout(),
@@ -253,26 +289,30 @@ impl Worker {
             tracing::warn!(%error, "could not take the worker's lease yet; retrying with the heartbeat");
         }
 
-        let finished = CancellationToken::new();
         let background = TaskTracker::new();
-        let (ready, listening) = oneshot::channel();
-        let on_notice = {
-            let shared = Arc::clone(&shared);
-            move |notice| match notice {
-                listener::Notice::Due => shared.wake.notify_one(),
-                listener::Notice::Cancel(task_id) => shared.stop_task(task_id, StopReason::Cancel),
+        // The handlers outlive a stopped worker on a shared listener: they
+        // hold it weakly.
+        let woken = Arc::downgrade(&shared);
+        listener.on(DUE_CHANNEL, move |_| {
+            if let Some(shared) = woken.upgrade() {
+                shared.wake.notify_one();
             }
-        };
-        background.spawn(listener::listen(
-            database.database_url.clone(),
-            database.timeout(),
-            on_notice,
-            ready,
-            finished.clone(),
-        ));
-        // The listener signals once LISTEN is in place or could not be (then
-        // polling covers for it); either way it is bounded by the connect timeout.
-        let _ = listening.await;
+        });
+        let cancelled = Arc::downgrade(&shared);
+        listener.on(CANCEL_CHANNEL, move |heard| {
+            let Some(shared) = cancelled.upgrade() else {
+                return;
+            };
+            match heard {
+                Heard::Payload(id) => {
+                    if let Ok(task_id) = id.parse() {
+                        shared.stop_task(task_id, StopReason::Cancel);
+                    }
+                }
+                // Missed cancellations come with the next heartbeat's answer.
+                Heard::Reconnected => shared.wake.notify_one(),
+            }
+        });
         background.spawn(leases::keep(Arc::clone(&shared), finished.clone()));
         background.spawn(upkeep::run(Arc::clone(&shared), finished.clone()));
 
@@ -348,6 +388,7 @@ impl Worker {
             if let Err(error) = unregistered.await {
                 tracing::warn!(%error, "could not remove the worker's lease; it lapses by itself");
             }
+            shared.changes.flush(SHUTDOWN_FLUSH).await;
         };
         if tokio::time::timeout(SHUTDOWN_FLUSH, flush).await.is_err() {
             tracing::error!(worker = %shared.id, "the database did not answer in time; unfinished tasks return to the queue when this worker's lease lapses");
@@ -380,7 +421,13 @@ async fn hand_back(shared: &Shared) {
             .await
     };
     match released.await {
-        Ok(released) => tracing::info!(released, "handed unfinished tasks back to the queue"),
+        Ok(released) => {
+            tracing::info!(
+                released = released.len(),
+                "handed unfinished tasks back to the queue"
+            );
+            shared.changes.publish_all(TaskEventType::Updated, released);
+        }
         Err(error) => {
             tracing::error!(%error, "could not hand tasks back; they return when the lease lapses")
         }

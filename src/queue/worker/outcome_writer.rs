@@ -9,6 +9,7 @@ use std::time::Duration;
 use diesel_async::AsyncPgConnection;
 use tokio::sync::mpsc;
 
+use crate::events::TaskEventType;
 use crate::queue::outcome::Outcome;
 use crate::queue::store::{self, Splitter};
 use crate::queue::worker::{DbFailure, Shared, lock};
@@ -52,6 +53,9 @@ async fn write(shared: &Shared, outcomes: &[Outcome]) -> Result<(), DbFailure> {
         }
         Err(failure) => return Err(failure),
     };
+    shared
+        .changes
+        .publish_all(TaskEventType::Updated, written.iter().copied());
     if written.len() < outcomes.len() {
         let skipped: Vec<i64> = outcomes
             .iter()
@@ -74,7 +78,7 @@ async fn write_isolating(
             .within(store::record_outcomes(conn, &shared.id, part))
             .await
         {
-            Ok(_) => {}
+            Ok(written) => shared.changes.publish_all(TaskEventType::Updated, written),
             Err(DbFailure::Statement(error)) => {
                 splitter.failed(part, error).map_err(DbFailure::Statement)?
             }
@@ -91,7 +95,12 @@ async fn write_isolating(
             .within(store::fail_unrecordable(conn, &shared.id, attempt, &reason))
             .await
         {
-            Ok(_) => {
+            Ok(ended) => {
+                if ended {
+                    shared
+                        .changes
+                        .publish(TaskEventType::Updated, attempt.task_id);
+                }
                 tracing::warn!(task = attempt.task_id, %reason, "ended FAILED a task whose outcome cannot be stored")
             }
             Err(error) => {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use diesel_async::AsyncPgConnection;
 use tokio_util::sync::CancellationToken;
 
+use crate::events::TaskEventType;
 use crate::queue::store::{self, Splitter};
 use crate::queue::worker::{DbFailure, Shared};
 
@@ -17,6 +18,8 @@ const FOLD_PERIOD: Duration = Duration::from_secs(1);
 const RESCUE_BATCH: i64 = 1000;
 /// The most rows one worker remembers as impossible to rescue (each is logged).
 const MAX_UNRESCUABLE: usize = 10_000;
+/// How long a deleted task's last state is kept for subscribers.
+const FORGET_TOMBSTONES_AFTER: Duration = Duration::from_secs(5 * 60);
 /// How long a dead worker's row is kept after its lease lapsed.
 const FORGET_WORKERS_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -46,12 +49,13 @@ pub(super) async fn run(shared: Arc<Shared>, finished: CancellationToken) {
         next_rescue = Instant::now() + rescue_period;
         rescue(&shared, &mut conn, &mut unrescuable).await;
         match shared.within(store::sweep_exhausted(&mut conn)).await {
-            Ok(0) => {}
+            Ok(ended) if ended.is_empty() => {}
             Ok(ended) => {
                 tracing::warn!(
-                    ended,
+                    ended = ended.len(),
                     "ended FAILED pending tasks that had no attempts left"
-                )
+                );
+                shared.changes.publish_all(TaskEventType::Updated, ended);
             }
             Err(error) => tracing::warn!(%error, "could not sweep exhausted tasks"),
         }
@@ -60,6 +64,12 @@ pub(super) async fn run(shared: Arc<Shared>, finished: CancellationToken) {
             .await
         {
             tracing::warn!(%error, "could not forget dead workers");
+        }
+        if let Err(error) = shared
+            .within(store::forget_tombstones(&mut conn, FORGET_TOMBSTONES_AFTER))
+            .await
+        {
+            tracing::warn!(%error, "could not forget deleted tasks");
         }
     }
 }
@@ -88,6 +98,9 @@ async fn rescue(shared: &Shared, conn: &mut AsyncPgConnection, unrescuable: &mut
         Err(failure) => return warn_failed(&failure),
     };
     if !rescued.is_empty() {
+        shared
+            .changes
+            .publish_all(TaskEventType::Updated, rescued.iter().map(|task| task.id));
         tracing::warn!(
             rescued = rescued.len(),
             "handed the tasks of lost workers back to the queue"

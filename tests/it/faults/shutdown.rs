@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::fake_provider::FakeProvider;
 use crate::harness::TestDb;
 use crate::process::{Launch, ProviderConfig};
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, database_address, via};
 
 /// `--shutdown-grace-seconds`.
 const GRACE_SECONDS: u64 = 2;
@@ -137,40 +137,6 @@ async fn stops_in_time(kind: Kind, fault: Fault) {
     if let Some(request) = request {
         request.abort();
     }
-}
-
-/// The parts of a `postgres://` URL around its `host:port`: what comes
-/// before it (scheme and user), the `host:port` itself (PostgreSQL's 5432 if
-/// it names none), and what follows (database and options).
-fn split_address(url: &str) -> (&str, String, &str) {
-    let authority_start = url.find("://").map_or(0, |i| i + 3);
-    let authority_end = url[authority_start..]
-        .find(['/', '?'])
-        .map_or(url.len(), |i| authority_start + i);
-    let host_start = url[authority_start..authority_end]
-        .rfind('@')
-        .map_or(authority_start, |i| authority_start + i + 1);
-    let host_port = &url[host_start..authority_end];
-    let has_port = host_port
-        .rsplit_once(':')
-        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
-    let address = if has_port {
-        host_port.to_owned()
-    } else {
-        format!("{host_port}:5432")
-    };
-    (&url[..host_start], address, &url[authority_end..])
-}
-
-/// The `host:port` a database URL points at.
-fn database_address(url: &str) -> String {
-    split_address(url).1
-}
-
-/// `url`, pointed at `address` instead.
-fn via(url: &str, address: &str) -> String {
-    let (before, _, after) = split_address(url);
-    format!("{before}{address}{after}")
 }
 
 fn describe(status: ExitStatus) -> String {
