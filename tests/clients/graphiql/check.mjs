@@ -52,10 +52,18 @@ async function shownResponse(page) {
   return page.locator('.graphiql-response .CodeMirror-code').innerText();
 }
 
-async function run(page, query) {
+/** Puts `query` in the editor and runs it, as its named operation. */
+async function run(page, query, operationName) {
   await page.evaluate((text) => {
     document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror.setValue(text);
   }, query);
+  // GraphiQL parses the editor's text a moment after it changes, and only
+  // then knows whether to run it over HTTP or the WebSocket. Its tab takes
+  // the operation's name once it has.
+  await page
+    .getByRole('tab', { selected: true })
+    .filter({ hasText: operationName })
+    .waitFor({ timeout: DEADLINE_MS });
   await page.locator('.graphiql-execute-button').click();
 }
 
@@ -97,7 +105,7 @@ try {
   const prompt = `GraphiQL in Chromium ${Date.now()}`;
   const create = 'mutation($input: CreateTaskInput!) { createTask(input: $input) { id } }';
   const queried = await post(create, { input: { prompt: `${prompt} (query)`, model: 'echo' } });
-  await run(page, `{ task(id: "${queried.createTask.id}") { id prompt } models { name } }`);
+  await run(page, `query ShowTask { task(id: "${queried.createTask.id}") { id prompt } models { name } }`, 'ShowTask');
   await page.waitForFunction(
     (text) => document.querySelector('.graphiql-response .CodeMirror-code')?.innerText.includes(text),
     `${prompt} (query)`,
@@ -113,7 +121,7 @@ try {
   const { createTask } = await post(create, {
     input: { prompt, model: 'echo', runAt: new Date(Date.now() + 3000).toISOString() },
   });
-  await run(page, `subscription { taskUpdated(id: "${createTask.id}") { id status result } }`);
+  await run(page, `subscription WatchTask { taskUpdated(id: "${createTask.id}") { id status result } }`, 'WatchTask');
   const shown = [];
   const started = Date.now();
   while (shown.at(-1) !== 'SUCCEEDED') {
