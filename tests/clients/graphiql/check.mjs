@@ -94,12 +94,22 @@ try {
     }
   });
   page.on('websocket', (socket) => sockets.push(socket.url()));
+  // GraphiQL's own introspection query (its docs pane and completion) must
+  // fit the server's depth and complexity limits.
+  const introspection = page.waitForResponse(
+    (response) => response.url() === `${base}/graphql` && /IntrospectionQuery/.test(response.request().postData() ?? ''),
+    { timeout: DEADLINE_MS },
+  );
 
   await page.goto(`${base}/graphiql`);
   await page.locator('.graphiql-container').waitFor({ timeout: DEADLINE_MS });
   for (const { url } of assets) {
     check(requested.includes(url), `the browser loaded ${url}`);
   }
+  const schema = await (await introspection).json();
+  check(!schema.errors && schema.data?.__schema?.queryType, `GraphiQL's introspection is answered: ${JSON.stringify(schema.errors)}`);
+  check(schema.data.__schema.subscriptionType?.name === 'Subscription', 'the schema GraphiQL sees has subscriptions');
+  console.log("ok: the page loads and GraphiQL's introspection query is answered");
 
   // A query, and its result on screen.
   const prompt = `GraphiQL in Chromium ${Date.now()}`;
