@@ -164,13 +164,7 @@ check() {
 check "MCP Python SDK (stdio, streamable HTTP)" \
   "$venv/bin/python" mcp_check.py --binary "$binary" --database-url "$database_url" --url "$base/mcp"
 check "graphql-ws subscription" node graphql_ws.mjs "$base"
-check "GraphQL Code Generator, tsc --strict, the typed client" bash -c '
-  set -e
-  cd codegen
-  ../node_modules/.bin/graphql-codegen --config codegen.yml
-  ../node_modules/.bin/tsc -p tsconfig.json
-  echo "ok: the generated types check under tsc --strict"
-  node dist/client.js "$1"' typed-client "$base"
+check "GraphQL Code Generator, tsc --strict, the typed client" bash codegen/check.sh "$base"
 check "GraphiQL in Chromium" node graphiql/check.mjs "$base" "$cdn" "$screenshots"
 
 say "screenshots in $screenshots"
