@@ -9,15 +9,14 @@
 # 3. createTask (bench_api) and queue drain (bench_queue) with no subscriber
 #    and beside SUBSCRIBERS idle ones, alternating, ROUNDS times each.
 #
-# Settings (environment): DATABASE_URL (postgres://postgres@127.0.0.1:5432,
-# the server; databases taskrunner_bench_events and taskrunner_bench_queue are
+# Settings (environment): SERVER_URL (postgres://postgres@127.0.0.1:5432,
+# the PostgreSQL server, no database name; databases taskrunner_bench_events and taskrunner_bench_queue are
 # made afresh), PORT (8089, and PORT+1), SUBSCRIBERS (1000), RATE (200),
 # FIREHOSE_RATE (10), SECONDS_PER_RUN (10), ROUNDS (2), CARGO_TARGET_DIR (target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-server=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432}
-server=${server%/*}
+server=${SERVER_URL:-postgres://postgres@127.0.0.1:5432}
 events_db=$server/taskrunner_bench_events
 queue_db=$server/taskrunner_bench_queue
 port=${PORT:-8089}

@@ -311,7 +311,7 @@ async fn firehose_delivery(options: &Options) -> anyhow::Result<()> {
         let mut socket = connect(&options.urls[i % options.urls.len()]).await?;
         subscribe(
             &mut socket,
-            "subscription { taskEvents(filter: { model: \"bench-firehose\" }) { type task { prompt } } }",
+            "subscription { taskEvents(filter: { model: \"echo\" }) { type task { prompt } } }",
             json!({}),
         )
         .await?;
@@ -350,7 +350,7 @@ async fn firehose_delivery(options: &Options) -> anyhow::Result<()> {
             let _ = http
                 .post(url)
                 .json(&json!({
-                    "query": "mutation($p: String!) { createTask(input: { prompt: $p, model: \"bench-firehose\" }) { id } }",
+                    "query": "mutation($p: String!) { createTask(input: { prompt: $p, model: \"echo\" }) { id } }",
                     "variables": { "p": prompt }
                 }))
                 .send()
