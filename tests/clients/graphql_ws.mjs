@@ -1,7 +1,7 @@
 // The graphql-ws client (graphql-transport-ws protocol) against taskrunner's
 // subscriptions on /graphql: a new echo task is watched from PENDING to
-// SUCCEEDED, after which the server completes the subscription; a subscription
-// the server cannot run is refused with coded errors.
+// SUCCEEDED, after which the server completes the subscription; subscriptions
+// the server cannot run are refused with coded errors.
 //
 //   node graphql_ws.mjs http://127.0.0.1:PORT
 
@@ -99,15 +99,16 @@ try {
   check(tasks.at(-1).result === prompt, `the echo model's answer is the prompt: ${tasks.at(-1).result}`);
   console.log(`ok: taskUpdated ${statuses.join(' → ')}, then complete`);
 
-  for (const [what, request] of [
-    ['an unknown field', { query: 'subscription { taskUpdated(id: "1") { nope } }' }],
-    ['a malformed id', { query: 'subscription { taskUpdated(id: "not-an-id") { id } }' }],
+  for (const [what, code, request] of [
+    ['an unknown field', 'GRAPHQL_VALIDATION_FAILED', { query: 'subscription { taskUpdated(id: "1") { nope } }' }],
+    ['a malformed id', 'BAD_USER_INPUT', { query: 'subscription { taskUpdated(id: "not-an-id") { id } }' }],
+    ['an id no task has', 'NOT_FOUND', { query: 'subscription { taskUpdated(id: "9223372036854775807") { id } }' }],
   ]) {
     const refused = await run(client, request);
     const errors = refused.ended === 'error' ? refused.error : refused.payloads.flatMap((p) => p.errors ?? []);
     check(Array.isArray(errors) && errors.length > 0, `${what} is refused with GraphQL errors, not ${refused.ended}: ${describe(refused.error ?? refused.payloads)}`);
     for (const error of errors) {
-      check(typeof error.extensions?.code === 'string', `${what}: every error has a code: ${JSON.stringify(error)}`);
+      check(error.extensions?.code === code, `${what}: the error's code is ${code}: ${JSON.stringify(error)}`);
     }
     console.log(`ok: ${what} is refused (${errors.map((e) => e.extensions.code).join(', ')})`);
   }
