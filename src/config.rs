@@ -31,13 +31,20 @@ pub struct Cli {
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the GraphQL API and GraphiQL, and run workers in-process (the
-    /// default): prepares the database, applies pending migrations, then runs
-    /// until Ctrl-C or SIGTERM.
+    /// Serve the GraphQL API, GraphiQL and MCP (at `/mcp`), and run workers
+    /// in-process (the default): prepares the database, applies pending
+    /// migrations, then runs until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
     /// Run workers only (no HTTP): start as many as you like, on as many
     /// machines, against one PostgreSQL.
     Worker(RunArgs),
+    /// Serve MCP (Model Context Protocol) on stdin and stdout, for an AI
+    /// assistant that starts this command itself.
+    ///
+    /// Its tools create and follow tasks in the same database `serve` uses.
+    /// It runs no workers: `serve` or `worker` processes run the tasks. Logs
+    /// go to stderr; stdout carries the protocol alone.
+    Mcp(McpArgs),
     /// Apply pending database migrations, then exit.
     Migrate(DatabaseArgs),
     /// Print the GraphQL schema (SDL) to stdout, as checked in to `schema.graphql`.
@@ -59,8 +66,49 @@ pub struct ServeArgs {
     #[arg(long, env = "TASKRUNNER_GRAPHIQL_CDN", default_value = crate::http::DEFAULT_GRAPHIQL_CDN)]
     pub graphiql_cdn: GraphiqlCdn,
 
+    /// Host names the MCP endpoint (`/mcp`) answers, comma-separated, each
+    /// with any port (`name:port` for one port only; `*` for any host). A
+    /// request with another Host header is refused 403, so that a web page
+    /// cannot reach a local server through a DNS name it rebinds. Add the
+    /// names clients use when serving beyond this machine.
+    #[arg(
+        long,
+        env = "TASKRUNNER_MCP_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,[::1]",
+        value_parser = parse_allowed_host
+    )]
+    pub mcp_allowed_hosts: Vec<String>,
+
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// Options of the `mcp` command: the database and providers, as `serve` has them.
+#[derive(Debug, Clone, Args)]
+pub struct McpArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub providers: ProviderArgs,
+}
+
+/// One entry of `--mcp-allowed-hosts`: `*`, a host name or address, or one
+/// with a port.
+fn parse_allowed_host(entry: &str) -> Result<String, String> {
+    let entry = entry.trim();
+    if entry == "*" {
+        return Ok(entry.to_owned());
+    }
+    match entry.parse::<axum::http::uri::Authority>() {
+        Ok(authority) if !authority.host().is_empty() && !authority.as_str().contains('@') => {
+            Ok(entry.to_ascii_lowercase())
+        }
+        _ => Err(format!(
+            "{entry:?} is not a host name (e.g. `localhost`, `tasks.example.com:8443`, `[::1]`)"
+        )),
+    }
 }
 
 /// What both `serve` and `worker` need: the database, how to run tasks, and
@@ -234,6 +282,10 @@ mod tests {
             cli.serve.graphiql_cdn.as_str(),
             crate::http::DEFAULT_GRAPHIQL_CDN
         );
+        assert_eq!(
+            cli.serve.mcp_allowed_hosts,
+            ["localhost", "127.0.0.1", "[::1]"]
+        );
     }
 
     #[test]
@@ -251,6 +303,30 @@ mod tests {
         let refused = Cli::try_parse_from(["taskrunner", "serve", "--graphiql-cdn", "not a url"])
             .unwrap_err();
         assert!(refused.to_string().contains("not a URL"), "{refused}");
+    }
+
+    #[test]
+    fn mcp_allowed_hosts_are_checked() {
+        let cli = Cli::try_parse_from([
+            "taskrunner",
+            "serve",
+            "--mcp-allowed-hosts",
+            "Tasks.Example.com, 10.0.0.5:8000,*",
+        ])
+        .unwrap();
+        let Some(Command::Serve(serve)) = cli.command else {
+            panic!("serve parses");
+        };
+        assert_eq!(
+            serve.mcp_allowed_hosts,
+            ["tasks.example.com", "10.0.0.5:8000", "*"]
+        );
+        for bad in ["", "http://x", "user@host", "a b"] {
+            assert!(
+                Cli::try_parse_from(["taskrunner", "serve", "--mcp-allowed-hosts", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
@@ -272,6 +348,11 @@ mod tests {
         .unwrap();
         assert!(
             matches!(cli.command, Some(Command::Worker(w)) if w.worker.workers == 500 && w.worker.lease_seconds == 10)
+        );
+        let cli =
+            Cli::try_parse_from(["taskrunner", "mcp", "--database-url", "postgres://x/y"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Mcp(mcp)) if mcp.database.database_url == "postgres://x/y")
         );
         let cli = Cli::try_parse_from(["taskrunner", "schema", "--log-format", "json"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Schema)));

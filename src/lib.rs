@@ -11,9 +11,11 @@ pub mod error;
 pub mod events;
 pub mod graphql;
 pub mod http;
+pub mod mcp;
 pub mod providers;
 pub mod queue;
 pub mod server;
+pub mod service;
 pub mod tasks;
 pub mod telemetry;
 

@@ -1,5 +1,5 @@
-//! The `serve`, `worker` and `migrate` commands: start-up, running, and
-//! graceful shutdown.
+//! The `serve`, `worker`, `mcp` and `migrate` commands: start-up, running,
+//! and graceful shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
-use crate::config::{DatabaseArgs, ProviderArgs, RunArgs, ServeArgs};
+use crate::config::{DatabaseArgs, McpArgs, ProviderArgs, RunArgs, ServeArgs};
 use crate::db;
 use crate::events::{EVENTS_CHANNEL, Listener};
 use crate::http::HttpOptions;
@@ -32,6 +32,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let ServeArgs {
         bind,
         graphiql_cdn,
+        mcp_allowed_hosts,
         run,
     } = args;
     let started = async {
@@ -60,15 +61,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await;
     state.listen_on(&notifications);
-    tracing::info!(%address, "listening; GraphiQL at http://{address}/");
-    let http_options = HttpOptions { graphiql_cdn };
+    tracing::info!(%address, "listening; GraphiQL at http://{address}/, MCP at http://{address}/mcp");
+    let options = HttpOptions {
+        graphiql_cdn,
+        mcp: crate::mcp::HttpSettings {
+            allowed_hosts: mcp_allowed_hosts,
+            shutdown: shutdown.child_token(),
+        },
+    };
     let http = tokio::spawn(
-        axum::serve(
-            listener,
-            crate::http::router_with(state.clone(), &http_options),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future(),
+        axum::serve(listener, crate::http::router_with(state.clone(), options))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
     );
     // Workers start once the port is bound: a process that cannot serve
     // never takes tasks.
@@ -121,6 +125,32 @@ pub async fn worker(args: RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves MCP on stdin and stdout until the client closes stdin, Ctrl-C or
+/// SIGTERM. Runs no workers: the tasks its tools create are run by `serve` or
+/// `worker` processes on the same database.
+pub async fn mcp(args: McpArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signal();
+    let started = async {
+        let router = providers(&args.providers).await?;
+        AppState::connect(&args.database, router).await
+    };
+    let Some(state) = until_cancelled(&shutdown, started).await? else {
+        return Ok(());
+    };
+    // `wait_for_task` hears of changes made by any process through the hub.
+    let notifications = Listener::start(
+        args.database.database_url.clone(),
+        args.database.timeout(),
+        vec![EVENTS_CHANNEL],
+        shutdown.clone(),
+    )
+    .await;
+    state.listen_on(&notifications);
+    let served = crate::mcp::serve_stdio(state.clone(), shutdown).await;
+    state.flush_events(Duration::from_secs(1)).await;
+    served
 }
 
 /// Runs start-up unless shutdown is asked for first (start-up can wait a

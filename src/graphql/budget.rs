@@ -24,6 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::app::AppState;
 use crate::db::DbConn;
 use crate::error::ApiError;
+use crate::service::Connections;
 
 /// The connections one request may still take: a permit per connection.
 /// [`crate::graphql::TaskRunnerSchema::execute`] adds one to every request.
@@ -98,5 +99,17 @@ pub async fn connection(ctx: &Context<'_>) -> Result<BudgetedConnection, ApiErro
             Err(ApiError::ServiceUnavailable)
         }),
         None => take.await,
+    }
+}
+
+/// The connections of the request `ctx` belongs to, for the operations in
+/// [`crate::service`]: each takes its connection within the request's budget.
+pub struct RequestBudget<'r, 'ctx>(pub &'r Context<'ctx>);
+
+impl Connections for RequestBudget<'_, '_> {
+    type Conn = BudgetedConnection;
+
+    fn connection(&self) -> impl Future<Output = Result<BudgetedConnection, ApiError>> + Send {
+        connection(self.0)
     }
 }

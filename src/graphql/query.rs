@@ -3,17 +3,11 @@
 use async_graphql::{Context, ID, Object};
 
 use crate::app::AppState;
-use crate::error::ApiError;
-use crate::graphql::budget;
+use crate::graphql::budget::RequestBudget;
 use crate::graphql::connection::TaskConnection;
-use crate::graphql::types::{
-    ModelInfo, TaskFilterInput, TaskNode, TaskOrderInput, TaskStats, is_writable_instant,
-    parse_task_id,
-};
-use crate::tasks::listing::{
-    Cursor, CursorError, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageRequest, TaskOrder, TaskOrderField,
-};
-use crate::tasks::{TaskStatus, store};
+use crate::graphql::types::{ModelInfo, TaskFilterInput, TaskNode, TaskOrderInput, TaskStats};
+use crate::service::{self, ListArguments};
+use crate::tasks::listing::{DEFAULT_PAGE_SIZE, FilterFields, MAX_PAGE_SIZE, TaskOrder};
 
 /// The queries.
 #[derive(Default)]
@@ -28,9 +22,7 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The task's id.")] id: ID,
     ) -> async_graphql::Result<Option<TaskNode>> {
-        let id = parse_task_id(&id)?;
-        let mut conn = budget::connection(ctx).await?;
-        let task = store::find(&mut conn, id).await.map_err(ApiError::from)?;
+        let task = service::find_task(&RequestBudget(ctx), &id).await?;
         Ok(task.map(TaskNode))
     }
 
@@ -62,46 +54,39 @@ impl QueryRoot {
             TaskOrderInput,
         >,
     ) -> async_graphql::Result<TaskConnection> {
-        let order = order_by.map(TaskOrder::from).unwrap_or_default();
-        let filter = filter.unwrap_or_default().into_filter()?;
-        let page = page_request(first, after, last, before, order)?;
-
         // The probes for rows beyond the cursors serve only these two fields.
         let page_info = ctx.look_ahead().field("pageInfo");
         let wants_page_info =
             page_info.field("hasPreviousPage").exists() || page_info.field("hasNextPage").exists();
-        let mut conn = budget::connection(ctx).await?;
-        let page = store::list(&mut conn, &filter, order, page, wants_page_info)
-            .await
-            .map_err(ApiError::from)?;
-
-        Ok(TaskConnection::new(page, order.field, filter))
+        let arguments = ListArguments {
+            filter: filter.map(FilterFields::from).unwrap_or_default(),
+            order: order_by.map(TaskOrder::from).unwrap_or_default(),
+            first,
+            after,
+            last,
+            before,
+            wants_page_info,
+        };
+        let list = service::list_tasks(&RequestBudget(ctx), arguments).await?;
+        Ok(TaskConnection::new(
+            list.page,
+            list.order.field,
+            list.filter,
+        ))
     }
 
     /// How many tasks are in each state, and how long the oldest due task has
     /// waited. Cheap however many tasks there are (counters kept by triggers).
     #[graphql(complexity = "super::TASK_STATS_COST + child_complexity")]
     async fn task_stats(&self, ctx: &Context<'_>) -> async_graphql::Result<TaskStats> {
-        let mut conn = budget::connection(ctx).await?;
-        let stats = store::stats(&mut conn).await.map_err(ApiError::from)?;
-        let oldest_pending_age_seconds = (stats.count(TaskStatus::Pending) > 0)
-            .then(|| stats.oldest_due_age_seconds.unwrap_or(0.0));
-        Ok(TaskStats {
-            pending: stats.count(TaskStatus::Pending),
-            running: stats.count(TaskStatus::Running),
-            succeeded: stats.count(TaskStatus::Succeeded),
-            failed: stats.count(TaskStatus::Failed),
-            cancelled: stats.count(TaskStatus::Cancelled),
-            oldest_pending_age_seconds,
-        })
+        let stats = service::task_stats(&RequestBudget(ctx)).await?;
+        Ok(TaskStats::from(stats))
     }
 
     /// The models this deployment can run, and the provider of each.
     async fn models(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ModelInfo>> {
         let state = ctx.data::<AppState>()?;
-        Ok(state
-            .router()
-            .models()
+        Ok(service::models(state)
             .into_iter()
             .map(|model| ModelInfo {
                 name: model.name,
@@ -109,68 +94,6 @@ impl QueryRoot {
             })
             .collect())
     }
-}
-
-/// Checks the paging arguments and turns them into a [`PageRequest`].
-fn page_request(
-    first: Option<i32>,
-    after: Option<String>,
-    last: Option<i32>,
-    before: Option<String>,
-    order: TaskOrder,
-) -> Result<PageRequest, ApiError> {
-    let size = |name: &str, n: i32| -> Result<i64, ApiError> {
-        let n = i64::from(n);
-        if !(0..=MAX_PAGE_SIZE).contains(&n) {
-            return Err(ApiError::bad_input(
-                name,
-                format!("must be between 0 and {MAX_PAGE_SIZE}, got {n}"),
-            ));
-        }
-        Ok(n)
-    };
-    let cursor = |name: &str, text: Option<String>| -> Result<Option<Cursor>, ApiError> {
-        text.map(|text| {
-            let cursor = Cursor::decode(&text, order.field)
-                .map_err(|e| ApiError::bad_input(name, e.to_string()))?;
-            // A time no task can have (forged, not issued) is refused here
-            // rather than failing in the database. (A priority out of range
-            // is harmless: it compares as the nearest one.)
-            let in_range = match cursor.field {
-                TaskOrderField::Priority => true,
-                TaskOrderField::CreatedAt | TaskOrderField::UpdatedAt => {
-                    cursor.key_as_timestamp().is_some_and(is_writable_instant)
-                }
-            };
-            if in_range {
-                Ok(cursor)
-            } else {
-                Err(ApiError::bad_input(
-                    name,
-                    CursorError::Malformed.to_string(),
-                ))
-            }
-        })
-        .transpose()
-    };
-    let (limit, from_end) = match (first, last) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_input(
-                "last",
-                "give `first` or `last`, not both",
-            ));
-        }
-        (Some(first), None) => (size("first", first)?, false),
-        (None, Some(last)) => (size("last", last)?, true),
-        // `before` alone pages backward from it; nothing pages forward from the start.
-        (None, None) => (DEFAULT_PAGE_SIZE, before.is_some() && after.is_none()),
-    };
-    Ok(PageRequest {
-        after: cursor("after", after)?,
-        before: cursor("before", before)?,
-        limit,
-        from_end,
-    })
 }
 
 /// The cost of a page (see [`super::MAX_COMPLEXITY`]): 1 for the list

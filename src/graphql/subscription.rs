@@ -12,8 +12,10 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::events::{TaskEventType, TaskWatch, Watched};
-use crate::graphql::types::{TaskFilterInput, TaskNode, parse_task_id};
-use crate::tasks::{Task, TaskStatus, store};
+use crate::graphql::types::{TaskFilterInput, TaskNode};
+use crate::tasks::listing::FilterFields;
+use crate::tasks::validation::parse_task_id;
+use crate::tasks::{Task, store};
 
 /// A change to a task, as `taskEvents` reports it.
 #[derive(SimpleObject)]
@@ -31,10 +33,7 @@ pub struct TaskSubscriptions;
 
 /// Whether a task has reached a state it leaves only by `retryTask`.
 fn is_final(task: &Task) -> bool {
-    matches!(
-        task.status,
-        TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled
-    )
+    task.status.is_final()
 }
 
 /// Where a `taskUpdated` stream is.
@@ -58,7 +57,7 @@ impl TaskSubscriptions {
         ctx: &Context<'_>,
         #[graphql(desc = "The task's id.")] id: ID,
     ) -> async_graphql::Result<impl Stream<Item = TaskNode> + use<>> {
-        let id = parse_task_id(&id)?;
+        let id = parse_task_id(&id).map_err(ApiError::from)?;
         let state = ctx.data::<AppState>()?;
         // Watch before reading, so no change between the two is missed.
         let watch = state.events().watch_task(id);
@@ -120,7 +119,9 @@ impl TaskSubscriptions {
         ctx: &Context<'_>,
         #[graphql(desc = "Which tasks to report on.")] filter: Option<TaskFilterInput>,
     ) -> async_graphql::Result<impl Stream<Item = TaskEvent> + use<>> {
-        let filter = filter.unwrap_or_default().into_filter()?;
+        let filter = FilterFields::from(filter.unwrap_or_default())
+            .into_filter()
+            .map_err(ApiError::from)?;
         let changes = ctx.data::<AppState>()?.events().all_changes();
         Ok(stream::unfold(changes, move |mut changes| {
             let filter = filter.clone();

@@ -3,9 +3,9 @@
 use async_graphql::{ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use crate::error::ApiError;
-use crate::tasks::listing::{OrderDirection, TaskFilter, TaskOrder, TaskOrderField};
-use crate::tasks::validation::{PRIORITY_RANGE, TaskFields};
+use crate::tasks::listing::{FilterFields, OrderDirection, TaskOrder, TaskOrderField};
+use crate::tasks::store::Stats;
+use crate::tasks::validation::TaskFields;
 use crate::tasks::{Task, TaskStatus};
 
 /// A task as the API shows it.
@@ -191,53 +191,16 @@ pub struct TaskFilterInput {
     pub created_before: Option<DateTime<Utc>>,
 }
 
-impl TaskFilterInput {
-    /// Checks the filter and turns it into the domain's.
-    pub fn into_filter(self) -> Result<TaskFilter, ApiError> {
-        Ok(TaskFilter {
-            statuses: self.status,
-            model: self.model.map(filter_model).transpose()?,
-            min_priority: self
-                .min_priority
-                .map(|p| priority_bound("filter.minPriority", p))
-                .transpose()?,
-            max_priority: self
-                .max_priority
-                .map(|p| priority_bound("filter.maxPriority", p))
-                .transpose()?,
-            created_after: self
-                .created_after
-                .map(|at| check_instant("filter.createdAfter", at))
-                .transpose()?,
-            created_before: self
-                .created_before
-                .map(|at| check_instant("filter.createdBefore", at))
-                .transpose()?,
-        })
-    }
-}
-
-/// A model name to filter by. Any text may be asked for (a name no task has
-/// matches nothing), except NUL, which PostgreSQL's text cannot hold: sent,
-/// it would fail in the database as an internal error.
-fn filter_model(model: String) -> Result<String, ApiError> {
-    if model.contains('\0') {
-        return Err(ApiError::bad_input(
-            "filter.model",
-            "must not contain NUL characters",
-        ));
-    }
-    Ok(model)
-}
-
-fn priority_bound(field: &str, priority: i32) -> Result<i16, ApiError> {
-    if PRIORITY_RANGE.contains(&priority) {
-        i16::try_from(priority).map_err(|_| ApiError::bad_input(field, "is out of range"))
-    } else {
-        Err(ApiError::bad_input(
-            field,
-            format!("must be between 1 and 10, got {priority}"),
-        ))
+impl From<TaskFilterInput> for FilterFields {
+    fn from(input: TaskFilterInput) -> Self {
+        FilterFields {
+            status: input.status,
+            model: input.model,
+            min_priority: input.min_priority,
+            max_priority: input.max_priority,
+            created_after: input.created_after,
+            created_before: input.created_before,
+        }
     }
 }
 
@@ -290,40 +253,15 @@ pub struct ModelInfo {
     pub provider: String,
 }
 
-/// The first instant the API accepts: 0001-01-01T00:00:00Z.
-const FIRST_INSTANT_SECONDS: i64 = -62_135_596_800;
-/// The last instant the API accepts: 9999-12-31T23:59:59.999999Z.
-const LAST_INSTANT_SECONDS: i64 = 253_402_300_799;
-
-/// Whether `instant` lies in the years RFC 3339 can write, 0001 to 9999.
-///
-/// The `DateTime` scalar parses years up to ±262,143, but PostgreSQL stores
-/// none before 4713 BC: such an instant would fail in the database, as an
-/// internal error, instead of being refused as the bad input it is.
-pub fn is_writable_instant(instant: DateTime<Utc>) -> bool {
-    (FIRST_INSTANT_SECONDS..=LAST_INSTANT_SECONDS).contains(&instant.timestamp())
-}
-
-/// `instant`, or BAD_USER_INPUT naming `field` when it is outside the years
-/// 0001 to 9999.
-pub fn check_instant(field: &str, instant: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
-    if is_writable_instant(instant) {
-        Ok(instant)
-    } else {
-        Err(ApiError::bad_input(
-            field,
-            "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z",
-        ))
-    }
-}
-
-/// Reads a task id as the API gives it: a positive decimal integer.
-pub fn parse_task_id(id: &ID) -> Result<i64, ApiError> {
-    match id.parse::<i64>() {
-        Ok(id) if id > 0 => Ok(id),
-        _ => Err(ApiError::bad_input(
-            "id",
-            "is not a task id (a positive decimal integer)",
-        )),
+impl From<Stats> for TaskStats {
+    fn from(stats: Stats) -> Self {
+        TaskStats {
+            pending: stats.count(TaskStatus::Pending),
+            running: stats.count(TaskStatus::Running),
+            succeeded: stats.count(TaskStatus::Succeeded),
+            failed: stats.count(TaskStatus::Failed),
+            cancelled: stats.count(TaskStatus::Cancelled),
+            oldest_pending_age_seconds: stats.oldest_pending_age_seconds(),
+        }
     }
 }

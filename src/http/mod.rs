@@ -1,6 +1,6 @@
 //! The HTTP surface: GraphQL (subscriptions over WebSocket on the same
-//! path), GraphiQL, health checks, and the layers every
-//! request passes through (request id, tracing, body limit, panic guard).
+//! path), GraphiQL, MCP, health checks, and the layers every request passes
+//! through (request id, tracing, body limit, panic guard).
 
 mod graphiql;
 mod graphql;
@@ -18,6 +18,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
 use crate::graphql::TaskRunnerSchema;
+use crate::mcp;
 
 pub use graphiql::{DEFAULT_GRAPHIQL_CDN, GraphiqlCdn, GraphiqlPage};
 
@@ -42,15 +43,18 @@ pub struct HttpState {
 pub struct HttpOptions {
     /// Where GraphiQL's page loads its files from.
     pub graphiql_cdn: GraphiqlCdn,
+    /// How `/mcp` is served (by default it answers the loopback host names only).
+    pub mcp: mcp::HttpSettings,
 }
 
 /// The whole HTTP application, with every option at its default.
 pub fn router(app: AppState) -> Router {
-    router_with(app, &HttpOptions::default())
+    router_with(app, HttpOptions::default())
 }
 
 /// The whole HTTP application, as `options` configure it.
-pub fn router_with(app: AppState, options: &HttpOptions) -> Router {
+pub fn router_with(app: AppState, options: HttpOptions) -> Router {
+    let mcp = mcp::http_service(app.clone(), options.mcp);
     let state = HttpState {
         schema: crate::graphql::schema(app.clone()),
         app,
@@ -63,6 +67,7 @@ pub fn router_with(app: AppState, options: &HttpOptions) -> Router {
             "/graphql",
             get(graphql::get_graphql).post(graphql::execute_post),
         )
+        .route_service("/mcp", mcp)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(state)

@@ -5,6 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
+use crate::tasks::validation::{InvalidField, PRIORITY_RANGE, check_instant, is_writable_instant};
 use crate::tasks::{Task, TaskStatus};
 
 /// The page size used when a client gives neither `first` nor `last`.
@@ -21,6 +22,68 @@ pub struct TaskFilter {
     pub max_priority: Option<i16>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
+}
+
+/// A filter as a client sends it, before validation. Every condition given
+/// must hold.
+#[derive(Debug, Clone, Default)]
+pub struct FilterFields {
+    pub status: Option<Vec<TaskStatus>>,
+    pub model: Option<String>,
+    pub min_priority: Option<i32>,
+    pub max_priority: Option<i32>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+impl FilterFields {
+    /// Checks the filter and turns it into the one the store takes.
+    pub fn into_filter(self) -> Result<TaskFilter, InvalidField> {
+        Ok(TaskFilter {
+            statuses: self.status,
+            model: self.model.map(filter_model).transpose()?,
+            min_priority: self
+                .min_priority
+                .map(|p| priority_bound("filter.minPriority", p))
+                .transpose()?,
+            max_priority: self
+                .max_priority
+                .map(|p| priority_bound("filter.maxPriority", p))
+                .transpose()?,
+            created_after: self
+                .created_after
+                .map(|at| check_instant("filter.createdAfter", at))
+                .transpose()?,
+            created_before: self
+                .created_before
+                .map(|at| check_instant("filter.createdBefore", at))
+                .transpose()?,
+        })
+    }
+}
+
+/// A model name to filter by. Any text may be asked for (a name no task has
+/// matches nothing), except NUL, which PostgreSQL's text cannot hold: sent,
+/// it would fail in the database as an internal error.
+fn filter_model(model: String) -> Result<String, InvalidField> {
+    if model.contains('\0') {
+        return Err(InvalidField::new(
+            "filter.model",
+            "must not contain NUL characters",
+        ));
+    }
+    Ok(model)
+}
+
+fn priority_bound(field: &'static str, priority: i32) -> Result<i16, InvalidField> {
+    if PRIORITY_RANGE.contains(&priority) {
+        i16::try_from(priority).map_err(|_| InvalidField::new(field, "is out of range"))
+    } else {
+        Err(InvalidField::new(
+            field,
+            format!("must be between 1 and 10, got {priority}"),
+        ))
+    }
 }
 
 impl TaskFilter {
@@ -186,6 +249,71 @@ pub struct PageRequest {
     pub before: Option<Cursor>,
     pub limit: i64,
     pub from_end: bool,
+}
+
+impl PageRequest {
+    /// Checks a client's paging arguments (Relay's `first`/`after` and
+    /// `last`/`before`) against `order` and the page size limits.
+    pub fn from_arguments(
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+        order: TaskOrder,
+    ) -> Result<PageRequest, InvalidField> {
+        let (limit, from_end) = match (first, last) {
+            (Some(_), Some(_)) => {
+                return Err(InvalidField::new(
+                    "last",
+                    "give `first` or `last`, not both",
+                ));
+            }
+            (Some(first), None) => (page_size("first", first)?, false),
+            (None, Some(last)) => (page_size("last", last)?, true),
+            // `before` alone pages backward from it; nothing pages forward from the start.
+            (None, None) => (DEFAULT_PAGE_SIZE, before.is_some() && after.is_none()),
+        };
+        Ok(PageRequest {
+            after: after
+                .map(|text| page_cursor("after", &text, order))
+                .transpose()?,
+            before: before
+                .map(|text| page_cursor("before", &text, order))
+                .transpose()?,
+            limit,
+            from_end,
+        })
+    }
+}
+
+fn page_size(field: &'static str, n: i32) -> Result<i64, InvalidField> {
+    let n = i64::from(n);
+    if !(0..=MAX_PAGE_SIZE).contains(&n) {
+        return Err(InvalidField::new(
+            field,
+            format!("must be between 0 and {MAX_PAGE_SIZE}, got {n}"),
+        ));
+    }
+    Ok(n)
+}
+
+fn page_cursor(field: &'static str, text: &str, order: TaskOrder) -> Result<Cursor, InvalidField> {
+    let cursor =
+        Cursor::decode(text, order.field).map_err(|e| InvalidField::new(field, e.to_string()))?;
+    // A time no task can have (forged, not issued) is refused here rather
+    // than failing in the database. (A priority out of range is harmless: it
+    // compares as the nearest one.)
+    let in_range = match cursor.field {
+        TaskOrderField::Priority => true,
+        TaskOrderField::CreatedAt | TaskOrderField::UpdatedAt => {
+            cursor.key_as_timestamp().is_some_and(is_writable_instant)
+        }
+    };
+    if in_range {
+        Ok(cursor)
+    } else {
+        Err(InvalidField::new(field, CursorError::Malformed.to_string()))
+    }
 }
 
 /// One page of tasks in the requested order, and whether rows lie on either side.

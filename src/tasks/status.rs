@@ -16,10 +16,23 @@ use crate::db::schema::sql_types;
 //   PENDING or RUNNING ──cancel──▶ CANCELLED
 /// Where a task is in its life: PENDING, then RUNNING, then SUCCEEDED, FAILED
 /// or CANCELLED. Stored as the PostgreSQL enum `task_status`.
+// The serde and schemars names (the MCP tools') are the GraphQL enum's.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, AsExpression, FromSqlRow, async_graphql::Enum,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    AsExpression,
+    FromSqlRow,
+    async_graphql::Enum,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
 )]
 #[diesel(sql_type = sql_types::TaskStatus)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskStatus {
     /// Waiting for a worker.
     Pending,
@@ -42,6 +55,15 @@ impl TaskStatus {
         TaskStatus::Failed,
         TaskStatus::Cancelled,
     ];
+
+    /// Whether a task in this status has finished: it leaves it only by
+    /// `retryTask`.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
 
     /// The label PostgreSQL stores for this status.
     pub fn as_str(self) -> &'static str {

@@ -200,6 +200,12 @@ impl Stats {
             .map(|(_, n)| n)
             .sum()
     }
+
+    /// How long the longest-waiting due task has waited, as the API reports
+    /// it: 0 when every pending task is delayed, `None` when none is pending.
+    pub fn oldest_pending_age_seconds(&self) -> Option<f64> {
+        (self.count(TaskStatus::Pending) > 0).then(|| self.oldest_due_age_seconds.unwrap_or(0.0))
+    }
 }
 
 /// Counts PENDING and RUNNING tasks on their partial indexes (the queue and

@@ -64,6 +64,10 @@ pub struct TaskFields {
 impl TaskFields {
     /// Validates the fields of a new task, filling in defaults.
     pub fn into_new_task(self) -> Result<NewTask, InvalidField> {
+        let run_at = self
+            .run_at
+            .map(|at| check_instant("runAt", at))
+            .transpose()?;
         let prompt = self
             .prompt
             .ok_or_else(|| InvalidField::new("prompt", "is required"))?;
@@ -75,7 +79,7 @@ impl TaskFields {
             model: validate_model(model)?,
             priority: validate_priority(self.priority.unwrap_or(DEFAULT_PRIORITY))?,
             max_attempts: validate_max_attempts(self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS))?,
-            run_at: self.run_at,
+            run_at,
             system_prompt: self.system.map(validate_system).transpose()?,
             temperature: self.temperature.map(validate_temperature).transpose()?,
             max_tokens: self
@@ -104,6 +108,47 @@ impl TaskFields {
             ));
         }
         Ok(changes)
+    }
+}
+
+/// Reads a task id as the API gives it out: a positive decimal integer.
+pub fn parse_task_id(id: &str) -> Result<i64, InvalidField> {
+    match id.parse::<i64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(InvalidField::new(
+            "id",
+            "is not a task id (a positive decimal integer)",
+        )),
+    }
+}
+
+/// The first instant the API accepts: 0001-01-01T00:00:00Z.
+const FIRST_INSTANT_SECONDS: i64 = -62_135_596_800;
+/// The last instant the API accepts: 9999-12-31T23:59:59.999999Z.
+const LAST_INSTANT_SECONDS: i64 = 253_402_300_799;
+
+/// Whether `instant` lies in the years RFC 3339 can write, 0001 to 9999.
+///
+/// Clients' date-time parsers accept years up to ±262,143, but PostgreSQL
+/// stores none before 4713 BC: such an instant would fail in the database,
+/// as an internal error, instead of being refused as the bad input it is.
+pub fn is_writable_instant(instant: DateTime<Utc>) -> bool {
+    (FIRST_INSTANT_SECONDS..=LAST_INSTANT_SECONDS).contains(&instant.timestamp())
+}
+
+/// `instant`, or a broken rule naming `field` when it is outside the years
+/// 0001 to 9999.
+pub fn check_instant(
+    field: &'static str,
+    instant: DateTime<Utc>,
+) -> Result<DateTime<Utc>, InvalidField> {
+    if is_writable_instant(instant) {
+        Ok(instant)
+    } else {
+        Err(InvalidField::new(
+            field,
+            "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z",
+        ))
     }
 }
 

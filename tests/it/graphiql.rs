@@ -126,9 +126,10 @@ async fn every_asset_comes_from_the_configured_cdn() {
     let cdn = "http://127.0.0.1:9/npm-mirror";
     let options = HttpOptions {
         graphiql_cdn: format!("{cdn}/").parse().unwrap(),
+        ..HttpOptions::default()
     };
     let page = page(
-        taskrunner::http::router_with(app.state.clone(), &options),
+        taskrunner::http::router_with(app.state.clone(), options),
         "/",
     )
     .await;

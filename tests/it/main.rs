@@ -9,6 +9,7 @@ mod harness;
 mod hostile;
 mod http;
 mod limits;
+mod mcp;
 mod migrations;
 mod pagination;
 mod process;

@@ -37,6 +37,11 @@ impl Launch {
         Launch::command("worker")
     }
 
+    /// `taskrunner mcp`, which speaks MCP on its stdin and stdout.
+    pub fn mcp() -> Launch {
+        Launch::command("mcp")
+    }
+
     fn command(name: &str) -> Launch {
         Launch {
             args: vec![name.to_owned(), "--log-format".into(), "json".into()],
@@ -67,16 +72,15 @@ impl Launch {
         self.args(["--config".to_owned(), path])
     }
 
-    /// Starts the process; it is killed if the returned value is dropped.
-    pub fn spawn(self) -> Process {
+    /// The command to run, in an empty working directory of its own (kept
+    /// while the returned directory lives), its standard streams left to the
+    /// caller: an MCP client speaks on them.
+    pub fn into_command(self) -> (Command, TempDir) {
         let workdir = TempDir::new("proc");
         let mut command = Command::new(env!("CARGO_BIN_EXE_taskrunner"));
         command
             .args(&self.args)
             .current_dir(workdir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .kill_on_drop(true);
         for (name, _) in std::env::vars() {
             if name.starts_with("TASKRUNNER_")
@@ -88,6 +92,17 @@ impl Launch {
             }
         }
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        (command, workdir)
+    }
+
+    /// Starts the process; it is killed if the returned value is dropped.
+    pub fn spawn(self) -> Process {
+        let label = self.args[0].clone();
+        let (mut command, workdir) = self.into_command();
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = command.spawn().expect("start the taskrunner binary");
         let pid = child.id().expect("a freshly started child has a pid");
         let stderr = child.stderr.take().expect("stderr is piped");
@@ -113,7 +128,7 @@ impl Launch {
         Process {
             child,
             pid,
-            label: self.args[0].clone(),
+            label,
             lines,
             progress,
             signalled_at: None,
