@@ -171,7 +171,7 @@ impl Bench {
 
     async fn reset(&self) -> anyhow::Result<()> {
         self.db
-            .batch_execute("TRUNCATE tasks, task_status_counts, task_status_deltas, workers")
+            .batch_execute("TRUNCATE tasks, task_partial_results, task_status_counts, task_status_deltas, workers")
             .await?;
         self.db.batch_execute("VACUUM ANALYZE tasks").await?;
         Ok(())

@@ -6,17 +6,20 @@ use crate::config::DatabaseArgs;
 use crate::db::{self, DbConn, DbPool};
 use crate::error::ApiError;
 use crate::events::{ChangePublisher, EventHub, Listener, TaskEventType};
+use crate::output::{OUTPUT_CHANNEL, OutputHub};
 use crate::providers::routing::{ModelRouter, Unroutable};
 
 /// What the API needs to answer a request: the database pool, the model
-/// routes, and the event backbone (announcing changes, hearing them for
-/// subscribers). Cheap to clone; clones share all of it.
+/// routes, the event backbone (announcing changes, hearing them for
+/// subscribers), and the answers being written (for `taskOutput`). Cheap to
+/// clone; clones share all of it.
 #[derive(Clone)]
 pub struct AppState {
     pool: DbPool,
     router: Arc<ModelRouter>,
     changes: ChangePublisher,
     events: EventHub,
+    output: OutputHub,
     connections_per_request: usize,
 }
 
@@ -32,11 +35,13 @@ impl AppState {
     pub fn new(pool: DbPool, router: Arc<ModelRouter>) -> Self {
         let changes = ChangePublisher::start(pool.clone());
         let events = EventHub::start(pool.clone());
+        let output = OutputHub::start(pool.clone());
         AppState {
             pool,
             router,
             changes,
             events,
+            output,
             connections_per_request: DEFAULT_CONNECTIONS_PER_REQUEST,
         }
     }
@@ -76,10 +81,19 @@ impl AppState {
         &self.events
     }
 
+    /// The hub that keeps the answers being written, for `taskOutput`.
+    pub fn output(&self) -> &OutputHub {
+        &self.output
+    }
+
     /// Lets subscribers hear the changes `listener` hears (it must listen on
-    /// [`crate::events::EVENTS_CHANNEL`]).
+    /// [`crate::events::EVENTS_CHANNEL`]), and the answers being written if it
+    /// listens on [`OUTPUT_CHANNEL`].
     pub fn listen_on(&self, listener: &Listener) {
         self.events.listen_on(listener);
+        if listener.listens_on(OUTPUT_CHANNEL) {
+            self.output.listen_on(listener);
+        }
     }
 
     /// Prepares the database (create, migrate) and builds the pool.

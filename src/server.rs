@@ -13,6 +13,7 @@ use crate::config::{DatabaseArgs, McpArgs, ProviderArgs, RunArgs, ServeArgs};
 use crate::db;
 use crate::events::{EVENTS_CHANNEL, Listener};
 use crate::http::HttpOptions;
+use crate::output::OUTPUT_CHANNEL;
 use crate::providers::config::load_router;
 use crate::providers::routing::ModelRouter;
 use crate::queue::{CANCEL_CHANNEL, DUE_CHANNEL, Worker};
@@ -47,9 +48,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let address = listener.local_addr()?;
-    // The process's one LISTEN connection: subscribers' events, and the
-    // workers' wake-ups and cancellations when it runs workers.
-    let mut channels = vec![EVENTS_CHANNEL];
+    // The process's one LISTEN connection: subscribers' events and answers'
+    // text, and the workers' wake-ups and cancellations when it runs workers.
+    let mut channels = vec![EVENTS_CHANNEL, OUTPUT_CHANNEL];
     if run.worker.workers > 0 {
         channels.extend([DUE_CHANNEL, CANCEL_CHANNEL]);
     }

@@ -38,6 +38,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    task_partial_results (task_id) {
+        task_id -> Int8,
+        attempt -> Int4,
+        text -> Text,
+    }
+}
+
+diesel::table! {
     use diesel::sql_types::*;
     use super::sql_types::TaskStatus;
 
@@ -56,4 +64,11 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(task_status_counts, tasks, workers,);
+diesel::joinable!(task_partial_results -> tasks (task_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    task_partial_results,
+    task_status_counts,
+    tasks,
+    workers,
+);

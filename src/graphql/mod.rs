@@ -4,6 +4,7 @@ pub mod budget;
 mod connection;
 pub mod expansion;
 mod mutation;
+mod output;
 mod query;
 mod subscription;
 pub mod types;
@@ -18,13 +19,14 @@ use async_graphql::{
 use crate::app::AppState;
 pub use connection::TaskConnection;
 pub use mutation::MutationRoot;
+pub use output::OutputSubscriptions;
 pub use query::QueryRoot;
 pub use subscription::TaskSubscriptions;
 
 /// Every subscription, from the objects that define them.
 #[derive(MergedSubscription, Default)]
 #[graphql(name = "Subscription")]
-pub struct SubscriptionRoot(TaskSubscriptions);
+pub struct SubscriptionRoot(TaskSubscriptions, OutputSubscriptions);
 
 /// The engine's schema type.
 pub type EngineSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;

@@ -1,8 +1,12 @@
 //! The GraphQL shapes of a task and of the inputs that create, change and list tasks.
 
-use async_graphql::{ID, InputObject, Object, SimpleObject};
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
+use crate::error::ApiError;
+use crate::graphql::budget;
+use crate::output;
+use crate::queue::AttemptId;
 use crate::tasks::listing::{FilterFields, OrderDirection, TaskOrder, TaskOrderField};
 use crate::tasks::store::Stats;
 use crate::tasks::validation::TaskFields;
@@ -37,6 +41,23 @@ impl TaskNode {
     /// The model's answer, once the task has SUCCEEDED.
     async fn result(&self) -> Option<&str> {
         self.0.result.as_deref()
+    }
+    /// While the task is RUNNING, its current attempt's answer so far, as its
+    /// worker saved it (about once a second; empty until then); null once it
+    /// is not running. `taskOutput` follows the answer as it is written.
+    async fn partial_result(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        if self.0.status != TaskStatus::Running {
+            return Ok(None);
+        }
+        let attempt = AttemptId {
+            task_id: self.0.id,
+            attempt: self.0.attempts,
+        };
+        let mut conn = budget::connection(ctx).await?;
+        let saved = output::store::saved_text(&mut conn, attempt)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Some(saved.unwrap_or_default()))
     }
     /// Why the last attempt failed, if it did.
     async fn error(&self) -> Option<&str> {

@@ -73,6 +73,10 @@ pub struct ProviderSettings {
     /// models but not list them works with those (or with this set to false).
     #[serde(default = "default_true")]
     pub discover_models: bool,
+    /// `echo` only: milliseconds to wait before each word of its answer
+    /// after the first, so that it writes like a model (unset or 0: at once).
+    #[serde(default)]
+    pub word_delay_ms: Option<u64>,
 }
 
 fn default_kind() -> String {
@@ -125,6 +129,7 @@ fn from_env() -> Vec<ProviderSettings> {
         models: Vec::new(),
         model_prefixes: Vec::new(),
         discover_models: true,
+        word_delay_ms: None,
     }]
 }
 
@@ -140,7 +145,7 @@ pub fn router_from(settings: Vec<ProviderSettings>) -> anyhow::Result<ModelRoute
     if !echo_configured {
         entries.push(ProviderEntry::new(
             "echo",
-            Provider::Echo(EchoProvider),
+            Provider::Echo(EchoProvider::default()),
             None,
             vec![ECHO_MODEL.to_owned()],
             Vec::new(),
@@ -161,8 +166,24 @@ fn entry_from(setting: ProviderSettings) -> anyhow::Result<ProviderEntry> {
             setting.name
         );
     }
+    /// The longest `word_delay_ms`: a minute between words is no model.
+    const MAX_WORD_DELAY_MS: u64 = 60_000;
+    if let Some(delay) = setting.word_delay_ms {
+        anyhow::ensure!(
+            setting.kind == "echo",
+            "provider {:?} sets word_delay_ms, which only an echo provider takes",
+            setting.name
+        );
+        anyhow::ensure!(
+            delay <= MAX_WORD_DELAY_MS,
+            "provider {:?} has word_delay_ms = {delay}; it must be at most {MAX_WORD_DELAY_MS}",
+            setting.name
+        );
+    }
     let provider = match setting.kind.as_str() {
-        "echo" => Provider::Echo(EchoProvider),
+        "echo" => Provider::Echo(EchoProvider::with_word_delay(Duration::from_millis(
+            setting.word_delay_ms.unwrap_or(0),
+        ))),
         "openai" => {
             let api_key = match &setting.api_key_env {
                 Some(variable) => std::env::var(variable).ok().filter(|key| !key.is_empty()),
@@ -270,6 +291,20 @@ mod tests {
             let error = router_from(file.providers).expect_err("out of range");
             assert!(error.to_string().contains("timeout_seconds"), "{error:#}");
         }
+    }
+
+    #[test]
+    fn only_an_echo_takes_a_word_delay_and_a_bounded_one() {
+        let parse = |toml: &str| {
+            let file: ProvidersFile = toml::from_str(toml).unwrap();
+            router_from(file.providers)
+        };
+        assert!(parse("[[provider]]\nname = \"e\"\nkind = \"echo\"\nword_delay_ms = 20").is_ok());
+        let error = parse("[[provider]]\nname = \"o\"\nword_delay_ms = 20").expect_err("openai");
+        assert!(error.to_string().contains("word_delay_ms"), "{error:#}");
+        let error = parse("[[provider]]\nname = \"e\"\nkind = \"echo\"\nword_delay_ms = 60001")
+            .expect_err("too slow");
+        assert!(error.to_string().contains("at most 60000"), "{error:#}");
     }
 
     #[test]

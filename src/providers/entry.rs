@@ -122,8 +122,19 @@ impl ProviderEntry {
         request: &CompletionRequest,
         timeout: Duration,
     ) -> Result<Completion, ProviderError> {
+        self.stream_within(request, timeout, &mut |_| {}).await
+    }
+
+    /// Like [`ProviderEntry::complete_within`], passing each piece of the
+    /// answer's text to `on_text` as it arrives (see [`Provider::stream`]).
+    pub async fn stream_within(
+        &self,
+        request: &CompletionRequest,
+        timeout: Duration,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Completion, ProviderError> {
         let _place = self.limiter.acquire().await.map_err(|_| self.closed())?;
-        match tokio::time::timeout(timeout, self.provider.complete(request)).await {
+        match tokio::time::timeout(timeout, self.provider.stream(request, on_text)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(ProviderError::Retryable {
                 message: format!(
@@ -264,7 +275,7 @@ mod tests {
     fn entry(timeout: Option<u64>) -> ProviderEntry {
         ProviderEntry::new(
             "p",
-            Provider::Echo(EchoProvider),
+            Provider::Echo(EchoProvider::default()),
             None,
             Vec::new(),
             Vec::new(),

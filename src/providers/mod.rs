@@ -14,6 +14,7 @@ pub mod echo;
 mod entry;
 pub mod openai;
 pub mod routing;
+pub mod sse;
 
 use std::time::Duration;
 
@@ -101,11 +102,23 @@ pub enum Provider {
 }
 
 impl Provider {
-    /// Sends one completion request.
+    /// Sends one completion request and returns the whole answer.
     pub async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+        self.stream(request, &mut |_| {}).await
+    }
+
+    /// Sends one completion request, passing each piece of the answer's text
+    /// to `on_text` as the provider writes it. The answer returned is those
+    /// pieces in order. `on_text` must not wait: it runs between reads of the
+    /// provider's response.
+    pub async fn stream(
+        &self,
+        request: &CompletionRequest,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Completion, ProviderError> {
         match self {
-            Provider::Echo(provider) => provider.complete(request).await,
-            Provider::OpenAi(provider) => provider.complete(request).await,
+            Provider::Echo(provider) => provider.stream(request, on_text).await,
+            Provider::OpenAi(provider) => provider.stream(request, on_text).await,
         }
     }
 

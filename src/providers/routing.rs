@@ -210,7 +210,7 @@ mod tests {
     fn entry(name: &str, models: &[&str], prefixes: &[&str], discover: bool) -> ProviderEntry {
         ProviderEntry::new(
             name,
-            Provider::Echo(EchoProvider),
+            Provider::Echo(EchoProvider::default()),
             Some(4),
             models.iter().map(|m| m.to_string()).collect(),
             prefixes.iter().map(|p| p.to_string()).collect(),

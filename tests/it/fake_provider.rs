@@ -13,6 +13,18 @@
 //! - `endless-error:<code>` / `endless-answer` — that status (or 200) with a
 //!   body that never ends and declares no length.
 //!
+//! A call that asks for a stream (`"stream": true`) gets its answer as
+//! server-sent events, a word per chunk, usage in the last chunk, then
+//! `[DONE]`; these prompts shape the stream (see [`sse`]):
+//! - `stream-slow:<ms>:<x>` — waits `ms` milliseconds before each word after the first;
+//! - `stream-cut:<n>:<x>` — ends the body cleanly after `n` words, unfinished;
+//! - `stream-break:<n>:<x>` — breaks the connection after `n` words;
+//! - `stream-error:<n>:<x>` — sends an error event after `n` words;
+//! - `cut-once:<ms>:<x>` — the first call streams half the words slowly and
+//!   breaks; later calls stream them all slowly;
+//! - `no-stream:<x>` — answers one JSON body even when asked to stream;
+//! - `stream-endless` — one event that never ends (no newline, ever).
+//!
 //! `GET /v1/models` lists `fake-small` and `fake-large` until told otherwise
 //! ([`FakeProvider::set_models`], [`FakeProvider::set_models_status`]).
 //! Calls in flight are counted, and their most at once recorded.
@@ -28,11 +40,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+mod sse;
+
 /// One call the fake received.
 #[derive(Debug, Clone)]
 pub struct Call {
     pub prompt: String,
     pub at: Instant,
+    /// Whether the call asked for a stream with usage in its last chunk.
+    pub streamed: bool,
 }
 
 struct Record {
@@ -212,6 +228,8 @@ async fn complete(
         .and_then(|message| message["content"].as_str())
         .unwrap_or_default()
         .to_owned();
+    let streamed =
+        body["stream"] == json!(true) && body["stream_options"]["include_usage"] == json!(true);
     let call_number = {
         let Ok(mut record) = record.lock() else {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
@@ -219,6 +237,7 @@ async fn complete(
         record.calls.push(Call {
             prompt: prompt.clone(),
             at: Instant::now(),
+            streamed,
         });
         record.in_flight += 1;
         record.max_in_flight = record.max_in_flight.max(record.in_flight);
@@ -232,6 +251,18 @@ async fn complete(
         answered: false,
     };
     let parts: Vec<&str> = prompt.split(':').collect();
+    let number = |text: &str| text.parse().unwrap_or(0);
+    if streamed && let Some(stream) = sse::Stream::for_prompt(&parts, call_number) {
+        // The stream counts the call out of flight when it ends or is dropped.
+        return stream.into_response(guard);
+    }
+    let answer = |text: &str| {
+        if streamed {
+            sse::Stream::whole(text).body()
+        } else {
+            answer(text)
+        }
+    };
     let response = match parts.as_slice() {
         ["hang"] => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -244,7 +275,7 @@ async fn complete(
             answer(&rest.join(":"))
         }
         ["slow", ms, rest @ ..] => {
-            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+            tokio::time::sleep(Duration::from_millis(number(ms))).await;
             answer(&rest.join(":"))
         }
         ["status", code] => error(code.parse().unwrap_or(500), None),
@@ -262,18 +293,23 @@ async fn complete(
         ["big-answer", bytes] => sized(200, bytes),
         ["endless-error", code] => endless(code.parse().unwrap_or(500)),
         ["endless-answer"] => endless(200),
+        ["no-stream", rest @ ..] => self::answer(&rest.join(":")),
+        ["stream-endless"] if streamed => sse::Stream::endless_event(),
         _ => answer(&prompt.to_uppercase()),
     };
     guard.answered = true;
     response
 }
 
+/// The usage every answer reports.
+const USAGE: (u32, u32) = (11, 7);
+
 fn answer(text: &str) -> Response {
     Json(json!({
         "id": "chatcmpl-test",
         "object": "chat.completion",
         "choices": [{ "index": 0, "message": { "role": "assistant", "content": text }, "finish_reason": "stop" }],
-        "usage": { "prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18 }
+        "usage": { "prompt_tokens": USAGE.0, "completion_tokens": USAGE.1, "total_tokens": USAGE.0 + USAGE.1 }
     }))
     .into_response()
 }

@@ -18,6 +18,7 @@ use taskrunner::db::{self, DbPool, migrations};
 use taskrunner::graphql::{self, TaskRunnerSchema};
 
 use taskrunner::events::{EVENTS_CHANNEL, Listener};
+use taskrunner::output::OUTPUT_CHANNEL;
 use tokio::sync::OnceCell;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
@@ -238,8 +239,8 @@ impl TestApp {
     }
 
     /// Serves the application on a free port of 127.0.0.1 as `serve` does,
-    /// with its own listening connection for subscribers' events; both stop
-    /// when the returned value is dropped.
+    /// with its own listening connection for subscribers' events and
+    /// answers' text; both stop when the returned value is dropped.
     pub async fn serve(&self) -> Served {
         self.serve_on(&self.db.args().database_url).await
     }
@@ -251,7 +252,7 @@ impl TestApp {
         let listener = Listener::start(
             database_url.to_owned(),
             Duration::from_secs(5),
-            vec![EVENTS_CHANNEL],
+            vec![EVENTS_CHANNEL, OUTPUT_CHANNEL],
             stop.clone(),
         )
         .await;

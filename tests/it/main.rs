@@ -19,6 +19,7 @@ mod proxy;
 mod queue;
 mod queue_guarantees;
 mod schema_file;
+mod streaming;
 mod subscriptions;
 mod tasks_api;
 mod temp_dir;

@@ -221,7 +221,8 @@ async fn completion_sends_the_request_and_reads_the_answer() {
             ],
             "temperature": 0.25,
             "max_tokens": 64,
-            "stream": false
+            "stream": true,
+            "stream_options": {"include_usage": true}
         })
     );
 }
@@ -250,7 +251,8 @@ async fn optional_fields_and_usage_are_left_out_when_unset() {
         json!({
             "model": "gpt-4o-mini",
             "messages": [{"role": "user", "content": "Say hello"}],
-            "stream": false
+            "stream": true,
+            "stream_options": {"include_usage": true}
         })
     );
 }

@@ -1,6 +1,6 @@
 //! One attempt at one task: call the task's provider within the attempt's
-//! timeout, with no database connection held, and hand the verdict to the
-//! outcome writer. Stoppable from outside (a cancellation, a lost lease,
+//! timeout, with no database connection held, write its answer's text into
+//! the output book as it comes, and hand the verdict to the outcome writer. Stoppable from outside (a cancellation, a lost lease,
 //! shutdown), and a panic fails the attempt, never the worker.
 
 use std::panic::AssertUnwindSafe;
@@ -28,6 +28,7 @@ pub(super) fn start(
         attempt: task.attempts,
     };
     let (stop, stopped) = oneshot::channel();
+    shared.output.begin(attempt);
     shared.in_flight().insert(
         attempt,
         Running {
@@ -39,7 +40,11 @@ pub(super) fn start(
     let shared = Arc::clone(shared);
     let tracker = shared.attempts.clone();
     tracker.spawn(async move {
-        let run = guard_panics(attempt.attempt, shared.config.backoff, call(&shared, task));
+        let run = guard_panics(
+            attempt.attempt,
+            shared.config.backoff,
+            call(&shared, attempt, task),
+        );
         let verdict = tokio::select! {
             verdict = run => Some(verdict),
             reason = stopped => match reason {
@@ -50,6 +55,7 @@ pub(super) fn start(
         // The slot is free as soon as the attempt is: the next claim overlaps
         // with writing this outcome.
         drop(permit);
+        shared.output.end(attempt);
         match verdict {
             Some(verdict) => {
                 if let Some(running) = shared.in_flight().get_mut(&attempt) {
@@ -71,8 +77,9 @@ pub(super) fn start(
 }
 
 /// Calls the task's provider, within the attempt's timeout (the task's own,
-/// else its provider's, else the deployment's default).
-async fn call(shared: &Shared, task: Task) -> Verdict {
+/// else its provider's, else the deployment's default), writing the answer's
+/// text into the output book as it comes.
+async fn call(shared: &Shared, attempt: AttemptId, task: Task) -> Verdict {
     let backoff = &shared.config.backoff;
     let entry = match shared.router.route(&task.model) {
         Ok(entry) => entry,
@@ -89,7 +96,9 @@ async fn call(shared: &Shared, task: Task) -> Verdict {
         temperature: task.temperature,
         max_tokens: task.max_tokens,
     };
-    match entry.complete_within(&request, timeout).await {
+    let output = &shared.output;
+    let mut on_text = |text: &str| output.write(attempt, text);
+    match entry.stream_within(&request, timeout, &mut on_text).await {
         Ok(completion) => Verdict::Succeeded(completion),
         Err(error) => Verdict::from_provider_error(error, task.attempts, backoff),
     }

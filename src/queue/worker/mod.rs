@@ -2,7 +2,8 @@
 //! (`claim_loop`), runs each attempt on its provider with no database
 //! connection held (`attempt`), keeps its lease and learns of cancellations
 //! and lost tasks (`leases`), records outcomes in batches (`outcome_writer`),
-//! rescues the tasks of lost workers and keeps the queue tidy (`upkeep`), and
+//! rescues the tasks of lost workers and keeps the queue tidy (`upkeep`),
+//! passes its attempts' text on as providers write it (`crate::output`), and
 //! shuts down within a bounded time.
 //!
 //! Its database work goes through a pool of its own, apart from the API's,
@@ -27,6 +28,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::DatabaseArgs;
 use crate::db::{self, DbConn, DbPool};
 use crate::events::{ChangePublisher, Heard, Listener, TaskEventType};
+use crate::output::book::OutputBook;
+use crate::output::writer::{self as output_writer, WriterConfig};
 use crate::providers::routing::ModelRouter;
 use crate::queue::outcome::{AttemptId, Backoff, Outcome};
 use crate::queue::{CANCEL_CHANNEL, DUE_CHANNEL, store};
@@ -132,6 +135,8 @@ struct Shared {
     stopping: CancellationToken,
     /// Spawned attempts, so shutdown can wait for them.
     attempts: TaskTracker,
+    /// What the running attempts have written, for the output writer.
+    output: Arc<OutputBook>,
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (every
@@ -169,14 +174,17 @@ impl Shared {
         }
     }
 
-    /// Forgets attempts that are done with.
+    /// Forgets attempts that are done with (their outcome is stored, or they
+    /// were abandoned): their saved text so far can go too.
     fn forget(&self, attempts: impl IntoIterator<Item = AttemptId>) {
+        let attempts: Vec<AttemptId> = attempts.into_iter().collect();
         {
             let mut in_flight = self.in_flight();
-            for attempt in attempts {
-                in_flight.remove(&attempt);
+            for attempt in &attempts {
+                in_flight.remove(attempt);
             }
         }
+        self.output.settle(attempts);
         self.settled.notify_waiters();
         self.wake.notify_one();
     }
@@ -276,6 +284,7 @@ impl Worker {
             settled: Notify::new(),
             stopping: CancellationToken::new(),
             attempts: TaskTracker::new(),
+            output: Arc::new(OutputBook::default()),
         });
 
         // Take the lease first: claims are made only under a live lease.
@@ -313,6 +322,16 @@ impl Worker {
                 Heard::Reconnected => shared.wake.notify_one(),
             }
         });
+        background.spawn(output_writer::run(
+            Arc::clone(&shared.output),
+            WriterConfig {
+                database_url: database.database_url.clone(),
+                worker_id: shared.id.clone(),
+                connect_timeout: database.timeout(),
+                statement_timeout: database.statement_timeout(),
+            },
+            finished.clone(),
+        ));
         background.spawn(leases::keep(Arc::clone(&shared), finished.clone()));
         background.spawn(upkeep::run(Arc::clone(&shared), finished.clone()));
 

@@ -15,14 +15,19 @@
 //! task that allows itself longer. Listing models is different: nothing
 //! waits on it but start-up and the refresh, so it has its own short limit.
 //!
-//! Bodies are read with a cap (see [`body`](crate::providers::body)).
+//! Answers are asked for as a stream (server-sent events), so that their
+//! text can be passed on as it is written (see [`stream`]); a server that
+//! answers with one JSON body instead works too.
+//!
+//! Bodies are read with a cap (see [`body`](crate::providers::body)); a
+//! streamed answer's text is held to the same cap as a whole one's.
 
 use std::fmt;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use chrono::Utc;
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
@@ -30,17 +35,16 @@ use serde_json::json;
 use crate::providers::body::{caps, read_capped, size_text};
 use crate::providers::{Completion, CompletionRequest, ModelListError, ProviderError};
 
+mod refusal;
+mod stream;
+
+use refusal::{excerpt, is_retryable, provider_message, retry_after};
+
 /// How long to wait for a TCP (and TLS) connection: the only limit on a
 /// completion that the client itself sets.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most one `GET /models` may take, from connecting to the last byte.
 const MODEL_LIST_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest `Retry-After` read from a header (a provider asking for a day
-/// is not a plan). The queue's backoff caps any retry's delay lower still, at
-/// its maximum (10 minutes by default): see `queue::Backoff`.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
-/// How much of an error body that is not OpenAI-shaped we keep in the message.
-const MAX_BODY_EXCERPT: usize = 500;
 
 /// Where an OpenAI-compatible server is and how to talk to it.
 #[derive(Clone)]
@@ -130,14 +134,35 @@ impl OpenAiProvider {
         &self.base_url
     }
 
-    /// Asks for one chat completion (`POST /chat/completions`, not streamed).
-    /// It takes as long as the provider takes: bound it from outside.
+    /// Asks for one chat completion and returns the whole answer. It takes as
+    /// long as the provider takes: bound it from outside.
     pub async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ProviderError> {
+        self.stream(request, &mut |_| {}).await
+    }
+
+    /// Asks for one chat completion as a stream (`POST /chat/completions`
+    /// with `"stream": true`), passing each piece of the answer's text to
+    /// `on_text` as it arrives; returns the whole answer, which is those
+    /// pieces in order. Token usage comes from the stream's last chunk
+    /// (`stream_options.include_usage`). A server that answers with one JSON
+    /// body instead (some compatible servers ignore `stream`) works too: its
+    /// answer is one piece. It takes as long as the provider takes: bound it
+    /// from outside; dropping the future closes the request.
+    pub async fn stream(
+        &self,
+        request: &CompletionRequest,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Completion, ProviderError> {
         let system = request.system.as_ref();
         let system = system.map(|text| json!({"role": "system", "content": text}));
         let user = json!({"role": "user", "content": request.prompt});
         let messages: Vec<_> = system.into_iter().chain([user]).collect();
-        let mut body = json!({"model": request.model, "messages": messages, "stream": false});
+        let mut body = json!({
+            "model": request.model,
+            "messages": messages,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        });
         if let Some(temperature) = request.temperature {
             body["temperature"] = json!(temperature);
         }
@@ -145,11 +170,17 @@ impl OpenAiProvider {
             body["max_tokens"] = json!(max_tokens);
         }
         let url = format!("{}/chat/completions", self.base_url);
-        let answer: ChatResponse = self
-            .call(self.client.post(url).json(&body), caps::ANSWER)
+        let mut response = self
+            .send(self.client.post(url).json(&body))
             .await
             .map_err(|failure| failure.error)?;
-
+        if is_event_stream(response.headers()) {
+            return self.read_stream(&mut response, on_text).await;
+        }
+        let answer: ChatResponse = self
+            .read_json(response, caps::ANSWER)
+            .await
+            .map_err(|failure| failure.error)?;
         let text = answer
             .choices
             .into_iter()
@@ -157,10 +188,11 @@ impl OpenAiProvider {
             .and_then(|choice| choice.message)
             .and_then(|message| message.content);
         let Some(text) = text else {
-            return Err(ProviderError::Permanent {
-                message: format!("{}: the provider returned no answer", self.name),
-            });
+            return Err(self.no_answer());
         };
+        if !text.is_empty() {
+            on_text(&text);
+        }
         let usage = answer.usage.unwrap_or_default();
         Ok(Completion {
             text,
@@ -174,75 +206,81 @@ impl OpenAiProvider {
     pub async fn list_models(&self) -> Result<Vec<String>, ModelListError> {
         let url = format!("{}/models", self.base_url);
         let request = self.client.get(url).timeout(MODEL_LIST_TIMEOUT);
-        let list: ModelList = self
-            .call(request, caps::MODEL_LIST)
-            .await
-            .map_err(|failure| match failure.status {
-                Some(status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)) => {
-                    ModelListError::Refused {
-                        status,
-                        message: failure.error.message().to_owned(),
-                    }
-                }
-                _ => ModelListError::Unavailable {
+        let listed = match self.send(request).await {
+            Ok(response) => self.read_json(response, caps::MODEL_LIST).await,
+            Err(failure) => Err(failure),
+        };
+        let list: ModelList = listed.map_err(|failure| match failure.status {
+            Some(status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)) => {
+                ModelListError::Refused {
+                    status,
                     message: failure.error.message().to_owned(),
-                },
-            })?;
+                }
+            }
+            _ => ModelListError::Unavailable {
+                message: failure.error.message().to_owned(),
+            },
+        })?;
         let mut ids: Vec<String> = list.data.into_iter().map(|model| model.id).collect();
         ids.sort();
         ids.dedup();
         Ok(ids)
     }
 
-    /// Sends one request, classifies any failure, and parses a 2xx body of at
-    /// most `cap` bytes as `T`.
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        request: RequestBuilder,
-        cap: usize,
-    ) -> Result<T, Failure> {
+    /// Sends one request and classifies a refusal (any status but 2xx) by its
+    /// status, its `Retry-After` and the provider's explanation; a 2xx
+    /// response is returned unread.
+    async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, Failure> {
         let request = match &self.api_key {
             Some(ApiKey(key)) => request.bearer_auth(key), // marks the header sensitive
             None => request,
         };
-        let transport = |error: reqwest::Error| Failure {
-            error: self.transport_error(&error),
-            status: None,
-        };
-        let mut response = request.send().await.map_err(transport)?;
+        let mut response = request.send().await.map_err(|e| self.transport(&e))?;
         let status = response.status();
-        if !status.is_success() {
-            let retry_after = retry_after(status, response.headers(), Utc::now());
-            let body = read_capped(&mut response, caps::ERROR_BODY)
-                .await
-                .map_err(transport)?;
-            let message = self.redact(format!(
-                "{}: HTTP {}{}",
-                self.name,
-                status,
-                provider_message(&body.text()).map_or_else(String::new, |m| format!(": {m}")),
-            ));
-            let error = if is_retryable(status) {
-                ProviderError::Retryable {
-                    message,
-                    retry_after,
-                }
-            } else {
-                ProviderError::Permanent { message }
-            };
-            return Err(Failure {
-                error,
-                status: Some(status),
-            });
+        if status.is_success() {
+            return Ok(response);
         }
+        let retry_after = retry_after(status, response.headers(), Utc::now());
+        let body = read_capped(&mut response, caps::ERROR_BODY)
+            .await
+            .map_err(|e| self.transport(&e))?;
+        let message = self.redact(format!(
+            "{}: HTTP {}{}",
+            self.name,
+            status,
+            provider_message(&body.text()).map_or_else(String::new, |m| format!(": {m}")),
+        ));
+        let error = if is_retryable(status) {
+            ProviderError::Retryable {
+                message,
+                retry_after,
+            }
+        } else {
+            ProviderError::Permanent { message }
+        };
+        Err(Failure {
+            error,
+            status: Some(status),
+        })
+    }
+
+    /// A failure to send the request or read the answer, which has no status.
+    fn transport(&self, error: &reqwest::Error) -> Failure {
+        Failure {
+            error: self.transport_error(error),
+            status: None,
+        }
+    }
+
+    /// Parses a 2xx body of at most `cap` bytes as `T`.
+    async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        mut response: reqwest::Response,
+        cap: usize,
+    ) -> Result<T, Failure> {
+        let status = response.status();
         let too_large = || Failure {
-            error: ProviderError::Permanent {
-                message: format!(
-                    "{}: the provider's answer is larger than {}, the most taskrunner reads",
-                    self.name,
-                    size_text(cap)
-                ),
-            },
+            error: self.too_large(cap),
             status: Some(status),
         };
         // A declared length over the cap fails before a byte is read.
@@ -252,7 +290,9 @@ impl OpenAiProvider {
         {
             return Err(too_large());
         }
-        let body = read_capped(&mut response, cap).await.map_err(transport)?;
+        let body = read_capped(&mut response, cap)
+            .await
+            .map_err(|e| self.transport(&e))?;
         if body.cut {
             return Err(too_large());
         }
@@ -260,16 +300,40 @@ impl OpenAiProvider {
         // the provider (an HTML page, a truncated body), which passes; the queue
         // bounds the attempts, so retrying costs little and giving up loses a task.
         serde_json::from_slice(&body.bytes).map_err(|e| Failure {
-            error: ProviderError::Retryable {
-                message: self.redact(format!(
-                    "{}: invalid response from provider: {e}: {}",
-                    self.name,
-                    excerpt(&body.text())
-                )),
-                retry_after: None,
-            },
+            error: self.unreadable(e, &body.text()),
             status: Some(status),
         })
+    }
+
+    /// The error for an answer larger than `cap` bytes.
+    fn too_large(&self, cap: usize) -> ProviderError {
+        ProviderError::Permanent {
+            message: format!(
+                "{}: the provider's answer is larger than {}, the most taskrunner reads",
+                self.name,
+                size_text(cap)
+            ),
+        }
+    }
+
+    /// The error for a successful response that holds no answer.
+    fn no_answer(&self) -> ProviderError {
+        ProviderError::Permanent {
+            message: format!("{}: the provider returned no answer", self.name),
+        }
+    }
+
+    /// The error for a successful response we cannot read: most often a
+    /// proxy or gateway answering for the provider, which passes.
+    fn unreadable(&self, error: impl fmt::Display, body: &str) -> ProviderError {
+        ProviderError::Retryable {
+            message: self.redact(format!(
+                "{}: invalid response from provider: {error}: {}",
+                self.name,
+                excerpt(body)
+            )),
+            retry_after: None,
+        }
     }
 
     /// Classifies a failure to send the request or read the answer.
@@ -327,6 +391,7 @@ struct AnswerMessage {
     content: Option<String>,
 }
 
+/// Token counts, from a whole answer or a stream's last chunk.
 #[derive(Deserialize, Default)]
 struct Usage {
     prompt_tokens: Option<i64>,
@@ -344,48 +409,17 @@ struct Model {
     id: String,
 }
 
-/// Whether a refusal with this status may go away if we try again.
-fn is_retryable(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 408 | 409 | 429) || status.is_server_error()
-}
-
-/// How long a 429 or 503 asked us to wait, from `Retry-After` in either of its
-/// forms (seconds, or an HTTP date); a past date means now, and it is capped.
-fn retry_after(status: StatusCode, headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    if !matches!(status.as_u16(), 429 | 503) {
-        return None;
-    }
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    let wait = match value.parse::<i64>() {
-        Ok(seconds) => Duration::from_secs(u64::try_from(seconds).unwrap_or(0)),
-        Err(_) => {
-            let at = DateTime::parse_from_rfc2822(value).ok()?;
-            (at.with_timezone(&Utc) - now)
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-        }
-    };
-    Some(wait.min(MAX_RETRY_AFTER))
-}
-
-/// The provider's own explanation from an error body: OpenAI's
-/// `{"error": {"message": …}}`, the bare `{"error": "…"}` some compatible
-/// servers send, or else the start of the body.
-fn provider_message(body: &str) -> Option<String> {
-    let json = serde_json::from_str::<serde_json::Value>(body).ok();
-    let error = json.as_ref().and_then(|json| json.get("error"));
-    let explained = error.and_then(|error| error.get("message").unwrap_or(error).as_str());
-    let message = excerpt(explained.unwrap_or(body));
-    (!message.is_empty()).then_some(message)
-}
-
-/// At most [`MAX_BODY_EXCERPT`] characters of `text`, trimmed, marked when cut.
-fn excerpt(text: &str) -> String {
-    let text = text.trim();
-    match text.char_indices().nth(MAX_BODY_EXCERPT) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
+/// Whether the response is a stream of server-sent events.
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
 }
 
 /// A token count as the database stores it; nonsense counts are clamped, not rejected.
@@ -398,72 +432,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_after_reads_seconds_and_dates_for_429_and_503_only() {
-        let now = DateTime::parse_from_rfc3339("2025-01-01T12:00:00Z")
-            .unwrap()
-            .to_utc();
-        let cases = [
-            (429, "7", Some(7)),
-            (503, " 0 ", Some(0)),
-            (503, "-5", Some(0)),
-            (429, "Wed, 01 Jan 2025 12:00:30 GMT", Some(30)),
-            (503, "Wed, 01 Jan 2025 11:00:00 GMT", Some(0)),
-            (429, "86400", Some(3600)),
-            (429, "Thu, 02 Jan 2025 12:00:00 GMT", Some(3600)),
-            (429, "soon", None),
-            (500, "7", None),
-        ];
-        for (status, value, seconds) in cases {
-            let mut headers = HeaderMap::new();
-            headers.insert(RETRY_AFTER, value.parse().unwrap());
-            let status = StatusCode::from_u16(status).unwrap();
-            let expected = seconds.map(Duration::from_secs);
-            assert_eq!(
-                retry_after(status, &headers, now),
-                expected,
-                "{status} {value}"
-            );
-        }
-        assert_eq!(
-            retry_after(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), now),
-            None
-        );
-    }
-
-    #[test]
-    fn statuses_are_classified() {
-        let retryable = |status| is_retryable(StatusCode::from_u16(status).unwrap());
-        assert!(
-            [408, 409, 429, 500, 502, 503, 504, 599]
-                .into_iter()
-                .all(retryable)
-        );
-        assert!(
-            ![302, 400, 401, 403, 404, 413, 422]
-                .into_iter()
-                .any(retryable)
-        );
-    }
-
-    #[test]
-    fn provider_messages_are_found_or_cut_and_counts_clamped() {
-        let openai = r#"{"error": {"message": "Rate limit reached", "type": "requests"}}"#;
-        assert_eq!(
-            provider_message(openai).as_deref(),
-            Some("Rate limit reached")
-        );
-        let bare = r#"{"error": "model not found"}"#;
-        assert_eq!(provider_message(bare).as_deref(), Some("model not found"));
-        let html = " <h1>Bad Gateway</h1>\n";
-        assert_eq!(
-            provider_message(html).as_deref(),
-            Some("<h1>Bad Gateway</h1>")
-        );
-        assert_eq!(provider_message("  "), None);
-        let cut = provider_message(&"é".repeat(MAX_BODY_EXCERPT + 10)).unwrap();
-        assert_eq!(cut.chars().count(), MAX_BODY_EXCERPT + 1);
-        assert!(cut.ends_with('…'));
+    fn nonsense_token_counts_are_clamped() {
         assert_eq!(clamp_to_i32(-1), 0);
         assert_eq!(clamp_to_i32(i64::MAX), i32::MAX);
+        assert_eq!(clamp_to_i32(42), 42);
     }
 }

@@ -1,0 +1,1 @@
+DROP TABLE task_partial_results;
