@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::http::GraphiqlCdn;
+
 /// The default database: a local PostgreSQL, trusted connections.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/taskrunner";
 
@@ -55,6 +57,14 @@ pub struct ServeArgs {
     /// Address and port to listen on (use port 0 for any free port).
     #[arg(long, env = "TASKRUNNER_BIND", default_value = "127.0.0.1:8000")]
     pub bind: SocketAddr,
+
+    /// Base URL GraphiQL's page loads its files from, as
+    /// `{cdn}/{package}@{version}/{path}` (React and GraphiQL, pinned, each
+    /// checked against its integrity hash). Point it at a mirror, or at a
+    /// directory laid out from the npm packages, where browsers cannot reach
+    /// the public CDN; the mirror must send Access-Control-Allow-Origin.
+    #[arg(long, env = "TASKRUNNER_GRAPHIQL_CDN", default_value = crate::http::DEFAULT_GRAPHIQL_CDN)]
+    pub graphiql_cdn: GraphiqlCdn,
 
     /// Host names the MCP endpoint (`/mcp`) answers, comma-separated, each
     /// with any port (`name:port` for one port only; `*` for any host). A
@@ -269,9 +279,30 @@ mod tests {
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.bind.to_string(), "127.0.0.1:8000");
         assert_eq!(
+            cli.serve.graphiql_cdn.as_str(),
+            crate::http::DEFAULT_GRAPHIQL_CDN
+        );
+        assert_eq!(
             cli.serve.mcp_allowed_hosts,
             ["localhost", "127.0.0.1", "[::1]"]
         );
+    }
+
+    #[test]
+    fn the_graphiql_cdn_is_checked_when_parsed() {
+        let cli = Cli::try_parse_from([
+            "taskrunner",
+            "serve",
+            "--graphiql-cdn",
+            "http://127.0.0.1:9000/",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Serve(serve)) if serve.graphiql_cdn.as_str() == "http://127.0.0.1:9000")
+        );
+        let refused = Cli::try_parse_from(["taskrunner", "serve", "--graphiql-cdn", "not a url"])
+            .unwrap_err();
+        assert!(refused.to_string().contains("not a URL"), "{refused}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::app::AppState;
 use crate::config::{DatabaseArgs, McpArgs, ProviderArgs, RunArgs, ServeArgs};
 use crate::db;
 use crate::events::{EVENTS_CHANNEL, Listener};
+use crate::http::HttpOptions;
 use crate::output::OUTPUT_CHANNEL;
 use crate::providers::config::load_router;
 use crate::providers::routing::ModelRouter;
@@ -31,6 +32,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
     let ServeArgs {
         bind,
+        graphiql_cdn,
         mcp_allowed_hosts,
         run,
     } = args;
@@ -61,12 +63,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await;
     state.listen_on(&notifications);
     tracing::info!(%address, "listening; GraphiQL at http://{address}/, MCP at http://{address}/mcp");
-    let mcp = crate::mcp::HttpSettings {
-        allowed_hosts: mcp_allowed_hosts,
-        shutdown: shutdown.child_token(),
+    let options = HttpOptions {
+        graphiql_cdn,
+        mcp: crate::mcp::HttpSettings {
+            allowed_hosts: mcp_allowed_hosts,
+            shutdown: shutdown.child_token(),
+        },
     };
     let http = tokio::spawn(
-        axum::serve(listener, crate::http::router_with_mcp(state.clone(), mcp))
+        axum::serve(listener, crate::http::router_with(state.clone(), options))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future(),
     );

@@ -1,28 +1,17 @@
-//! GraphQL over HTTP: POST for everything, GET for queries, and GraphiQL.
+//! GraphQL over HTTP: POST for everything, GET for queries.
 
 use async_graphql::ParseRequestError;
 use async_graphql::ServerError;
-use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
 use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Json;
 use axum::extract::{FromRequest, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::http::{HttpState, REQUEST_ID_HEADER};
-
-/// `GET /` and `GET /graphiql`: the in-browser IDE, whose docs pane is the API reference.
-pub async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .title("taskrunner GraphiQL")
-            .finish(),
-    )
-}
 
 /// `POST /graphql`.
 pub async fn execute_post(

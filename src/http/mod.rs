@@ -2,6 +2,7 @@
 //! path), GraphiQL, MCP, health checks, and the layers every request passes
 //! through (request id, tracing, body limit, panic guard).
 
+mod graphiql;
 mod graphql;
 mod health;
 mod subscriptions;
@@ -19,6 +20,8 @@ use crate::app::AppState;
 use crate::graphql::TaskRunnerSchema;
 use crate::mcp;
 
+pub use graphiql::{DEFAULT_GRAPHIQL_CDN, GraphiqlCdn, GraphiqlPage};
+
 /// The largest request body accepted. A prompt at its limit of 100,000
 /// characters, JSON-escaped at worst (`\uXXXX` pairs), still fits.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -31,24 +34,35 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 pub struct HttpState {
     pub schema: TaskRunnerSchema,
     pub app: AppState,
+    /// GraphiQL's page, rendered once when the router is built.
+    pub graphiql: GraphiqlPage,
 }
 
-/// The whole HTTP application, its MCP endpoint answering the loopback host
-/// names only.
+/// What `serve`'s settings change in the HTTP application.
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    /// Where GraphiQL's page loads its files from.
+    pub graphiql_cdn: GraphiqlCdn,
+    /// How `/mcp` is served (by default it answers the loopback host names only).
+    pub mcp: mcp::HttpSettings,
+}
+
+/// The whole HTTP application, with every option at its default.
 pub fn router(app: AppState) -> Router {
-    router_with_mcp(app, mcp::HttpSettings::default())
+    router_with(app, HttpOptions::default())
 }
 
-/// The whole HTTP application, its MCP endpoint (`/mcp`) served as `mcp` says.
-pub fn router_with_mcp(app: AppState, mcp: mcp::HttpSettings) -> Router {
-    let mcp = mcp::http_service(app.clone(), mcp);
+/// The whole HTTP application, as `options` configure it.
+pub fn router_with(app: AppState, options: HttpOptions) -> Router {
+    let mcp = mcp::http_service(app.clone(), options.mcp);
     let state = HttpState {
         schema: crate::graphql::schema(app.clone()),
         app,
+        graphiql: GraphiqlPage::new(&options.graphiql_cdn),
     };
     Router::new()
-        .route("/", get(graphql::graphiql))
-        .route("/graphiql", get(graphql::graphiql))
+        .route("/", get(graphiql::graphiql))
+        .route("/graphiql", get(graphiql::graphiql))
         .route(
             "/graphql",
             get(graphql::get_graphql).post(graphql::execute_post),

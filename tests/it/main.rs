@@ -4,6 +4,7 @@ mod binary;
 mod cluster;
 mod fake_provider;
 mod faults;
+mod graphiql;
 mod harness;
 mod hostile;
 mod http;

@@ -79,7 +79,11 @@ async fn the_allowed_hosts_are_a_setting() {
         allowed_hosts: vec!["tasks.example.com".into(), "10.0.0.5:8443".into()],
         shutdown: CancellationToken::new(),
     };
-    let router = taskrunner::http::router_with_mcp(app.state.clone(), settings);
+    let options = taskrunner::http::HttpOptions {
+        mcp: settings,
+        ..Default::default()
+    };
+    let router = taskrunner::http::router_with(app.state.clone(), options);
     let socket = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
     let address = socket.local_addr().expect("bound").to_string();
     let server = tokio::spawn(async move { axum::serve(socket, router).await });
