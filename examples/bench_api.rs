@@ -501,7 +501,9 @@ async fn seed(database: &tokio_postgres::Client, rows: i64, reseed: bool) -> any
     if reseed {
         // TRUNCATE fires no DELETE trigger, so the per-status counts go too.
         database
-            .batch_execute("TRUNCATE tasks, task_status_counts RESTART IDENTITY")
+            .batch_execute(
+                "TRUNCATE tasks, task_partial_results, task_status_counts RESTART IDENTITY",
+            )
             .await
             .context("could not empty the tasks table (has the server migrated it?)")?;
     }

@@ -22,8 +22,8 @@ const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// The socket's buffers. An idle subscriber costs little more than these, and
 /// messages are small: a task with its full prompt and result is the largest.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
-const WRITE_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
+const WRITE_BUFFER_BYTES: usize = 1024;
 
 /// Whether a request asks to become a WebSocket.
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
