@@ -142,6 +142,13 @@ impl OutputBook {
             if page.sent == page.text.len() && !ending {
                 continue;
             }
+            // An answer complete before any of it was sent goes nowhere: the
+            // task's final state carries it to subscribers (as the stored
+            // result), so an instant answer costs the API processes nothing.
+            if page.sent == 0 && page.ended {
+                unsent.marks.push((*attempt, page.text.len(), true));
+                continue;
+            }
             let before = unsent.payloads.len();
             let text = &page.text[page.sent..];
             wire::encode(
@@ -239,6 +246,22 @@ mod tests {
             .iter()
             .filter_map(|p| OutputChunk::decode(p))
             .collect()
+    }
+
+    #[test]
+    fn an_answer_complete_before_its_first_send_sends_nothing() {
+        let book = OutputBook::default();
+        book.begin(A);
+        book.write(A, "all ");
+        book.write(A, "at once");
+        book.end(A);
+        let unsent = book.unsent(1 << 20);
+        assert!(unsent.payloads.is_empty());
+        book.sent(&unsent);
+        assert!(
+            book.unsent(1 << 20).payloads.is_empty(),
+            "not offered again"
+        );
     }
 
     #[test]

@@ -43,11 +43,14 @@ async fn pieces_are_sent_in_order_with_their_offsets_and_an_end() {
 
 #[tokio::test]
 async fn long_text_of_any_characters_fits_the_payloads() {
-    let app = app_routed(slow_echo(0)).await;
+    // Paced, so the text is sent while it is written (an answer complete
+    // before its first send is carried by the task's final state instead).
+    let app = app_routed(slow_echo(1)).await;
     let mut tap = OutputTap::listen(&app.db).await;
-    let worker = worker_routed(&app, slow_echo(0), 1).await;
-    // 60 KB of quotes, backslashes, newlines and multi-byte characters.
-    let prompt = "\"quoted\" back\\slash new\nline é€🙂 tab\tend ".repeat(1_200);
+    let worker = worker_routed(&app, slow_echo(1), 1).await;
+    // 60 KB of quotes, backslashes, control characters, newlines and
+    // multi-byte characters, in few words.
+    let prompt = "\"quoted\"\\back\u{1}slash\u{7f}-new\nline-é€🙂\tend ".repeat(1_200);
     let id = create(&app, json!({ "prompt": prompt })).await;
     let heard = tap.until_done(id.parse().expect("numeric id")).await;
 
