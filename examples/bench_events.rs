@@ -235,6 +235,41 @@ fn time_deliveries(
     })
 }
 
+/// Notes when the change its subscribers will know by `key` was sent, then
+/// sends the mutation `body` to `address` without waiting for the answer
+/// (open loop: a slow answer does not delay the next change).
+fn send_timed(
+    http: &reqwest::Client,
+    address: &str,
+    body: Value,
+    key: String,
+    sent: &Sent,
+) -> anyhow::Result<()> {
+    sent.lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .insert(key, Instant::now());
+    let request = http.post(format!("http://{address}/graphql")).json(&body);
+    tokio::spawn(async move {
+        let _ = request.send().await;
+    });
+    Ok(())
+}
+
+/// Gives the last deliveries two seconds, stops the readers, and returns what
+/// they timed.
+async fn stop_reading(
+    readers: Vec<tokio::task::JoinHandle<()>>,
+    latencies: &Mutex<Vec<Duration>>,
+) -> anyhow::Result<Vec<Duration>> {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for reader in readers {
+        reader.abort();
+    }
+    Ok(std::mem::take(
+        &mut *latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?,
+    ))
+}
+
 async fn watch_delivery(options: &Options) -> anyhow::Result<()> {
     let ids = seed(&options.database_url, options.subscribers).await?;
     let opened = Instant::now();
@@ -269,29 +304,18 @@ async fn watch_delivery(options: &Options) -> anyhow::Result<()> {
             .get(&id)
             .map_or(2, |p| if *p == 9 { 2 } else { p + 1 });
         priorities.insert(id, priority);
-        sent.lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?
-            .insert(format!("{id}/{priority}"), Instant::now());
-        let url = &options.urls[n as usize % options.urls.len()];
-        let http = http.clone();
-        let url = format!("http://{url}/graphql");
-        tokio::spawn(async move {
-            let _ = http
-                .post(url)
-                .json(&json!({
-                    "query": "mutation($id: ID!, $p: Int!) { updateTask(id: $id, input: { priority: $p }) { id } }",
-                    "variables": { "id": id.to_string(), "p": priority }
-                }))
-                .send()
-                .await;
-        });
+        send_timed(
+            &http,
+            &options.urls[n as usize % options.urls.len()],
+            json!({
+                "query": "mutation($id: ID!, $p: Int!) { updateTask(id: $id, input: { priority: $p }) { id } }",
+                "variables": { "id": id.to_string(), "p": priority }
+            }),
+            format!("{id}/{priority}"),
+            &sent,
+        )?;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for reader in readers {
-        reader.abort();
-    }
-    let latencies =
-        std::mem::take(&mut *latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    let latencies = stop_reading(readers, &latencies).await?;
     report(
         &format!(
             "taskUpdated, {} changes at {}/s to {} subscribers",
@@ -338,31 +362,18 @@ async fn firehose_delivery(options: &Options) -> anyhow::Result<()> {
     for n in 0..total {
         ticks.tick().await;
         let prompt = format!("firehose {n}");
-        sent.lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?
-            .insert(prompt.clone(), Instant::now());
-        let url = format!(
-            "http://{}/graphql",
-            options.urls[n as usize % options.urls.len()]
-        );
-        let http = http.clone();
-        tokio::spawn(async move {
-            let _ = http
-                .post(url)
-                .json(&json!({
-                    "query": "mutation($p: String!) { createTask(input: { prompt: $p, model: \"echo\" }) { id } }",
-                    "variables": { "p": prompt }
-                }))
-                .send()
-                .await;
-        });
+        send_timed(
+            &http,
+            &options.urls[n as usize % options.urls.len()],
+            json!({
+                "query": "mutation($p: String!) { createTask(input: { prompt: $p, model: \"echo\" }) { id } }",
+                "variables": { "p": prompt }
+            }),
+            prompt,
+            &sent,
+        )?;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for reader in readers {
-        reader.abort();
-    }
-    let latencies =
-        std::mem::take(&mut *latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    let latencies = stop_reading(readers, &latencies).await?;
     report(
         &format!(
             "taskEvents, {} creates at {}/s, each to {} subscribers",
