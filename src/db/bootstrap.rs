@@ -5,29 +5,31 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Config, NoTls};
 
 use crate::config::DatabaseArgs;
-use crate::db::{establish, migrations};
+use crate::db::connect::{ConnectError, ConnectOptions};
+use crate::db::migrations;
 
 /// Makes the database ready to serve: reachable, existing and migrated.
 /// Returns the migrations it applied.
 pub async fn prepare_database(args: &DatabaseArgs) -> anyhow::Result<Vec<String>> {
-    let config: Config = args.database_url.parse().with_context(|| {
+    let options = ConnectOptions::parse(&args.database_url).with_context(|| {
         format!(
-            "DATABASE_URL {} is not a valid PostgreSQL URL",
+            "DATABASE_URL {} cannot be used",
             redact_url(&args.database_url)
         )
     })?;
+    let config = options.config();
     let name = config
         .get_dbname()
         .map(str::to_owned)
         .or_else(|| config.get_user().map(str::to_owned))
         .context("DATABASE_URL names no database")?;
 
-    wait_for_server(args, &config, &name).await?;
+    wait_for_server(args, &options, &name).await?;
 
-    let conn = establish(&args.database_url, args.timeout())
+    let conn = options
+        .establish(args.timeout())
         .await
         .with_context(|| format!("could not connect to {}", redact_url(&args.database_url)))?;
     let applied = migrations::run_pending(conn).await?;
@@ -40,13 +42,17 @@ pub async fn prepare_database(args: &DatabaseArgs) -> anyhow::Result<Vec<String>
 }
 
 /// Connects until the server answers, creating the database if it is missing.
-async fn wait_for_server(args: &DatabaseArgs, config: &Config, name: &str) -> anyhow::Result<()> {
+async fn wait_for_server(
+    args: &DatabaseArgs,
+    options: &ConnectOptions,
+    name: &str,
+) -> anyhow::Result<()> {
     let mut delays = super::retry_delays(Duration::from_millis(500), Duration::from_secs(5));
     for attempt in 1..=args.db_connect_attempts {
-        match probe(config, args.timeout()).await {
+        match probe(options, args.timeout()).await {
             Ok(()) => return Ok(()),
             Err(error) if error.code() == Some(&SqlState::INVALID_CATALOG_NAME) => {
-                create_database(config, name, args.timeout()).await?;
+                create_database(options, name, args.timeout()).await?;
                 return Ok(());
             }
             Err(error) if is_transient(&error) && attempt < args.db_connect_attempts => {
@@ -59,6 +65,12 @@ async fn wait_for_server(args: &DatabaseArgs, config: &Config, name: &str) -> an
                     "database not reachable yet; retrying in {delay:?}"
                 );
                 tokio::time::sleep(delay).await;
+            }
+            Err(error @ ConnectError::TlsRefused(_)) => {
+                bail!(
+                    "could not connect to PostgreSQL at {}: {error}",
+                    redact_url(&args.database_url)
+                );
             }
             Err(error) => {
                 bail!(
@@ -80,10 +92,8 @@ async fn wait_for_server(args: &DatabaseArgs, config: &Config, name: &str) -> an
 }
 
 /// Opens and closes one connection.
-async fn probe(config: &Config, timeout: Duration) -> Result<(), ProbeError> {
-    let (client, connection) = tokio::time::timeout(timeout, config.connect(NoTls))
-        .await
-        .map_err(|_| ProbeError::TimedOut)??;
+async fn probe(options: &ConnectOptions, timeout: Duration) -> Result<(), ConnectError> {
+    let (client, connection) = options.connect(timeout).await?;
     let driver = tokio::spawn(connection);
     drop(client);
     let _closed = driver.await;
@@ -91,12 +101,15 @@ async fn probe(config: &Config, timeout: Duration) -> Result<(), ProbeError> {
 }
 
 /// Creates the database `name`, tolerating another instance doing the same.
-async fn create_database(config: &Config, name: &str, timeout: Duration) -> anyhow::Result<()> {
-    let mut maintenance = config.clone();
-    maintenance.dbname("postgres");
-    let (client, connection) = tokio::time::timeout(timeout, maintenance.connect(NoTls))
+async fn create_database(
+    options: &ConnectOptions,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let (client, connection) = options
+        .with_database("postgres")
+        .connect(timeout)
         .await
-        .map_err(|_| anyhow::anyhow!("timed out connecting to the `postgres` database"))?
         .context("database does not exist, and the `postgres` database could not be reached to create it")?;
     let driver = tokio::spawn(connection);
     let quoted = format!("\"{}\"", name.replace('"', "\"\""));
@@ -124,34 +137,22 @@ async fn create_database(config: &Config, name: &str, timeout: Duration) -> anyh
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-enum ProbeError {
-    #[error("timed out")]
-    TimedOut,
-    #[error(transparent)]
-    Postgres(#[from] tokio_postgres::Error),
-}
-
-impl ProbeError {
-    fn code(&self) -> Option<&SqlState> {
-        match self {
-            ProbeError::TimedOut => None,
-            ProbeError::Postgres(error) => error.code(),
-        }
-    }
-}
-
 /// Whether waiting might help: the server is down, starting up, or full.
-fn is_transient(error: &ProbeError) -> bool {
-    match error.code() {
-        None => true,
-        Some(code) => [
-            SqlState::CANNOT_CONNECT_NOW,
-            SqlState::TOO_MANY_CONNECTIONS,
-            SqlState::ADMIN_SHUTDOWN,
-            SqlState::CRASH_SHUTDOWN,
-        ]
-        .contains(code),
+/// A refusal by TLS settings is not: the server will answer the same.
+fn is_transient(error: &ConnectError) -> bool {
+    match error {
+        ConnectError::TlsRefused(_) => false,
+        ConnectError::TimedOut => true,
+        ConnectError::Postgres(error) => match error.code() {
+            None => true,
+            Some(code) => [
+                SqlState::CANNOT_CONNECT_NOW,
+                SqlState::TOO_MANY_CONNECTIONS,
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+            ]
+            .contains(code),
+        },
     }
 }
 

@@ -2,13 +2,15 @@
 //! the database, migrate), and the diesel schema.
 
 mod bootstrap;
+pub mod connect;
 pub mod migrations;
 pub mod schema;
+pub mod tls;
 
 use std::time::Duration;
 
+use anyhow::Context;
 use diesel::ConnectionError;
-use diesel_async::AsyncConnection;
 use diesel_async::AsyncPgConnection;
 use diesel_async::SimpleAsyncConnection;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
@@ -17,6 +19,7 @@ use diesel_async::pooled_connection::{
 };
 
 pub use bootstrap::{prepare_database, redact_url};
+pub use connect::{ConnectError, ConnectOptions, DatabaseUrlError};
 
 use crate::config::DatabaseArgs;
 
@@ -59,14 +62,22 @@ pub fn build_queue_pool(args: &DatabaseArgs) -> anyhow::Result<DbPool> {
 fn pool(args: &DatabaseArgs, size: u16, setup: &'static str) -> anyhow::Result<DbPool> {
     let timeout = args.timeout();
     let statement_timeout = args.statement_timeout();
+    // Read once: every connection of the pool opens with the same settings.
+    let options =
+        std::sync::Arc::new(ConnectOptions::parse(&args.database_url).with_context(|| {
+            format!(
+                "DATABASE_URL {} cannot be used",
+                redact_url(&args.database_url)
+            )
+        })?);
     let mut config = ManagerConfig::<AsyncPgConnection>::default();
     // A broken connection is noticed when it is used (and dropped then); a
     // test query on every checkout would double the round trips of a request.
     config.recycling_method = RecyclingMethod::Fast;
-    config.custom_setup = Box::new(move |url| {
-        let url = url.to_owned();
+    config.custom_setup = Box::new(move |_url| {
+        let options = std::sync::Arc::clone(&options);
         Box::pin(async move {
-            let mut conn = establish(&url, timeout).await?;
+            let mut conn = options.establish(timeout).await?;
             conn.batch_execute(&format!(
                 "SET statement_timeout = {}; {setup}",
                 statement_timeout.as_millis()
@@ -99,13 +110,12 @@ pub(crate) fn retry_delays(min: Duration, max: Duration) -> impl Iterator<Item =
         .build()
 }
 
-/// Opens one connection, giving up after `timeout`.
+/// Opens one connection to `url` (with TLS as its `sslmode` asks), giving
+/// up after `timeout`. The URL is read anew each time; the pool reads it once.
 pub async fn establish(url: &str, timeout: Duration) -> Result<AsyncPgConnection, ConnectionError> {
-    tokio::time::timeout(timeout, AsyncPgConnection::establish(url))
-        .await
-        .map_err(|_| {
-            ConnectionError::BadConnection("timed out connecting to the database".into())
-        })?
+    let options = ConnectOptions::parse(url)
+        .map_err(|e| ConnectionError::InvalidConnectionUrl(e.to_string()))?;
+    options.establish(timeout).await
 }
 
 /// Whether the connection or the server went away under a statement: the
