@@ -58,7 +58,9 @@ pub enum ConnectError {
     /// certificate did not pass. Trying again will not change that.
     #[error("{0}")]
     TlsRefused(String),
-    #[error(transparent)]
+    /// Anything else; shown with its causes, as the driver's own text is
+    /// only "db error" when the server refused.
+    #[error("{}", crate::error::error_chain(.0))]
     Postgres(#[from] tokio_postgres::Error),
 }
 

@@ -368,7 +368,11 @@ fn describe_rustls_error(error: &rustls::Error, mode: SslMode) -> String {
             let names = if presented.is_empty() {
                 "no host names".to_owned()
             } else {
-                presented.join(", ")
+                presented
+                    .iter()
+                    .map(|name| plain_name(name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             format!(
                 "the server's certificate is not valid for host {} (sslmode={mode}); \
@@ -387,9 +391,30 @@ fn describe_rustls_error(error: &rustls::Error, mode: SslMode) -> String {
     }
 }
 
+/// A name as webpki shows it (`DnsName("db.internal")`, `IpAddress(10.0.0.5)`),
+/// without the wrapping.
+fn plain_name(shown: &str) -> &str {
+    shown
+        .strip_prefix("DnsName(\"")
+        .and_then(|rest| rest.strip_suffix("\")"))
+        .or_else(|| {
+            shown
+                .strip_prefix("IpAddress(")
+                .and_then(|rest| rest.strip_suffix(')'))
+        })
+        .unwrap_or(shown)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_lose_their_wrapping() {
+        assert_eq!(plain_name("DnsName(\"db.internal\")"), "db.internal");
+        assert_eq!(plain_name("IpAddress(10.0.0.5)"), "10.0.0.5");
+        assert_eq!(plain_name("DirectoryName"), "DirectoryName");
+    }
 
     #[test]
     fn every_libpq_mode_reads_and_nothing_else() {

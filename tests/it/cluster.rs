@@ -20,6 +20,16 @@ use crate::temp_dir::TempDir;
 /// How long one `initdb` or `pg_ctl` may take on a busy machine.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(120);
 
+/// What a private cluster needs to serve TLS.
+pub struct ServerTls {
+    /// The server's certificate (PEM), with any intermediates after it.
+    pub cert_pem: String,
+    /// Its private key (PEM).
+    pub key_pem: String,
+    /// Whether plain TCP connections are refused.
+    pub only_tls: bool,
+}
+
 /// A running (or deliberately stopped) PostgreSQL of the test's own.
 pub struct PrivateCluster {
     bin: PathBuf,
@@ -33,6 +43,12 @@ pub struct PrivateCluster {
 impl PrivateCluster {
     /// Creates a cluster and starts it; returns once it accepts connections.
     pub async fn start() -> PrivateCluster {
+        PrivateCluster::start_with_tls(None).await
+    }
+
+    /// [`PrivateCluster::start`], with TLS on (`ssl = on`) when `tls` is
+    /// given: the server presents its certificate, and may refuse plain TCP.
+    pub async fn start_with_tls(tls: Option<&ServerTls>) -> PrivateCluster {
         let dir = TempDir::new("pg");
         let as_postgres = running_as_root();
         if as_postgres {
@@ -84,8 +100,71 @@ impl PrivateCluster {
         let mut text = std::fs::read_to_string(&conf).expect("read postgresql.conf");
         text.push_str(&settings);
         std::fs::write(&conf, text).expect("write postgresql.conf");
+        if let Some(tls) = tls {
+            cluster.configure_tls(tls);
+        }
         cluster.start_again().await;
         cluster
+    }
+
+    /// Installs the server's certificate and key (the key owned by the
+    /// server's user, mode 0600, or PostgreSQL refuses it), turns `ssl` on,
+    /// and with `only_tls` rejects plain TCP connections in `pg_hba.conf`
+    /// (the Unix socket stays open, plain, for the test's own checks).
+    fn configure_tls(&self, tls: &ServerTls) {
+        use std::os::unix::fs::PermissionsExt;
+        let cert = self.data.join("server.crt");
+        let key = self.data.join("server.key");
+        std::fs::write(&cert, &tls.cert_pem).expect("write server.crt");
+        std::fs::write(&key, &tls.key_pem).expect("write server.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod server.key");
+        if self.as_postgres {
+            run_checked(std::process::Command::new("chown").args([
+                "postgres:",
+                &cert.to_string_lossy(),
+                &key.to_string_lossy(),
+            ]));
+        }
+        let conf = self.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("read postgresql.conf");
+        text.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).expect("write postgresql.conf");
+        if tls.only_tls {
+            // The first matching line decides, so these go before initdb's.
+            let hba = self.data.join("pg_hba.conf");
+            let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+            let reject = "hostnossl all all 127.0.0.1/32 reject\n\
+                          hostnossl all all ::1/128 reject\n";
+            std::fs::write(&hba, format!("{reject}{rules}")).expect("write pg_hba.conf");
+        }
+    }
+
+    /// The TCP port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory holding its Unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A plain driver connection to database `db` over the Unix socket,
+    /// which stays open when TCP demands TLS.
+    pub async fn socket_client(
+        &self,
+        db: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(self.socket_dir())
+            .port(self.port)
+            .user("postgres")
+            .dbname(db);
+        let (client, connection) = config.connect(NoTls).await?;
+        tokio::spawn(connection);
+        Ok(client)
     }
 
     /// A URL for database `db` on this cluster.

@@ -23,3 +23,4 @@ mod streaming;
 mod subscriptions;
 mod tasks_api;
 mod temp_dir;
+mod tls;
