@@ -181,11 +181,8 @@ pub fn client_config(
                 .build()
                 .map_err(|e| TlsSetupError::Rustls(e.to_string()))?
         }
-        Some(store) => Arc::new(ChainOnly {
-            roots: Arc::new(store),
-            algorithms: provider.signature_verification_algorithms,
-        }),
-        None => Arc::new(AnyCertificate {
+        trusted => Arc::new(WithoutHostCheck {
+            roots: trusted.map(Arc::new),
             algorithms: provider.signature_verification_algorithms,
         }),
     };
@@ -232,60 +229,20 @@ fn system_roots() -> Result<RootCertStore, TlsSetupError> {
     Ok(store)
 }
 
-/// Accepts any server certificate, as libpq does for `prefer` and for
-/// `require` without root certificates: the connection is encrypted, but
-/// nothing proves who the server is. The handshake's signatures are still
-/// verified, so the server must hold the key of the certificate it sent.
+/// The checks of the modes that do not look at the host name: none at all
+/// (`prefer`, and `require` without root certificates, as libpq: the
+/// connection is encrypted, but nothing proves who the server is), or the
+/// chain only (`verify-ca`, and `require` with root certificates: any holder
+/// of a certificate from those CAs passes). Either way the handshake's
+/// signatures are verified, so the server must hold the key of the
+/// certificate it sent.
 #[derive(Debug)]
-struct AnyCertificate {
+struct WithoutHostCheck {
+    roots: Option<Arc<RootCertStore>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// Checks that the server's certificate chains to a trusted root, but not
-/// which names it carries: `verify-ca` (and `require` with root
-/// certificates). Any holder of a certificate from that CA passes.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for WithoutHostCheck {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -294,14 +251,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 

@@ -147,17 +147,23 @@ async fn serving_backends(
     }
 }
 
-#[tokio::test]
-async fn require_encrypts_the_pool_and_the_listener_of_the_real_binary() {
+/// Runs `serve` on a test database of the shared server with `sslmode`,
+/// and returns its backends once it serves and listens.
+async fn serve_on_shared_server(sslmode: &str) -> Vec<(bool, String)> {
     let db = TestDb::migrated().await;
-    let application = "taskrunner-tls-require";
+    let application = format!("taskrunner-tls-{sslmode}");
     let url = with_params(
         &db.url,
-        &format!("sslmode=require&application_name={application}"),
+        &format!("sslmode={sslmode}&application_name={application}"),
     );
     let server = Launch::serve().database(&url).spawn();
     let client = db.client().await;
-    let seen = serving_backends(&server, &client, &db.name, application).await;
+    serving_backends(&server, &client, &db.name, &application).await
+}
+
+#[tokio::test]
+async fn require_encrypts_the_pool_and_the_listener_of_the_real_binary() {
+    let seen = serve_on_shared_server("require").await;
     assert!(
         seen.iter().all(|(ssl, _)| *ssl),
         "a connection went without TLS under sslmode=require: {seen:?}"
@@ -166,15 +172,7 @@ async fn require_encrypts_the_pool_and_the_listener_of_the_real_binary() {
 
 #[tokio::test]
 async fn disable_keeps_every_connection_plain() {
-    let db = TestDb::migrated().await;
-    let application = "taskrunner-tls-disable";
-    let url = with_params(
-        &db.url,
-        &format!("sslmode=disable&application_name={application}"),
-    );
-    let server = Launch::serve().database(&url).spawn();
-    let client = db.client().await;
-    let seen = serving_backends(&server, &client, &db.name, application).await;
+    let seen = serve_on_shared_server("disable").await;
     assert!(
         seen.iter().all(|(ssl, _)| !*ssl),
         "a connection used TLS under sslmode=disable: {seen:?}"
