@@ -6,6 +6,7 @@ mod fake_provider;
 mod faults;
 mod graphiql;
 mod harness;
+mod healthcheck;
 mod hostile;
 mod http;
 mod limits;
