@@ -311,11 +311,21 @@ fn the_image_runs_the_binary_the_build_makes() {
 fn the_images_command_lines_variables_and_port_are_the_binarys() {
     let image = image();
     let default: Vec<String> = image.entrypoint.iter().chain(&image.cmd).cloned().collect();
+    // The image's variables are its default command's; the health check
+    // runs beside it and reads those it has an option for (whether it finds
+    // the server is checked below).
     check_environment("the image (its CMD)", &default, &image.env);
+    let check = subcommand(&image.healthcheck);
+    let read_by_check = image
+        .env
+        .iter()
+        .filter(|(name, _)| option_reading(check.as_deref(), name).is_some())
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
     check_environment(
         "the image (its HEALTHCHECK)",
         &image.healthcheck,
-        &image.env,
+        &read_by_check,
     );
 
     let cli = effective(&default, &image.env);
