@@ -13,6 +13,10 @@ use crate::http::GraphiqlCdn;
 /// The default database: a local PostgreSQL, trusted connections.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@localhost:5432/taskrunner";
 
+/// Where `serve` listens by default, and so where `healthcheck` looks: this
+/// machine only, until told otherwise.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+
 /// taskrunner: queue AI tasks over GraphQL and run them in the background.
 #[derive(Debug, Parser)]
 #[command(name = "taskrunner", version, args_conflicts_with_subcommands = true)]
@@ -26,6 +30,38 @@ pub struct Cli {
 
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+impl Cli {
+    /// Parses the process's command line, exiting on a bad one as clap does
+    /// (status 2), except for `healthcheck`, which exits 1: container engines
+    /// reserve 2 in health checks, and a check that cannot run must read as
+    /// unhealthy.
+    pub fn parse_or_exit() -> Cli {
+        Cli::try_parse().unwrap_or_else(|error| {
+            if error.use_stderr() && names_healthcheck(std::env::args_os().skip(1)) {
+                // Printing to stderr can only fail when stderr is gone.
+                let _ = error.print();
+                std::process::exit(1);
+            }
+            error.exit()
+        })
+    }
+}
+
+/// Whether a command line (without the program name) runs `healthcheck`:
+/// its first word that is not an option, past the global `--log-format`'s
+/// value.
+fn names_healthcheck(args: impl IntoIterator<Item = std::ffi::OsString>) -> bool {
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--log-format" {
+            args.next();
+        } else if !arg.to_string_lossy().starts_with('-') {
+            return arg == "healthcheck";
+        }
+    }
+    false
 }
 
 /// What to do.
@@ -49,13 +85,19 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Print the GraphQL schema (SDL) to stdout, as checked in to `schema.graphql`.
     Schema,
+    /// Ask a running `serve` whether it is healthy (`GET /healthz`), for
+    /// container health checks: exit 0 on a 2xx answer, 1 otherwise, with the
+    /// reason on stderr.
+    ///
+    /// Needs neither the database nor the providers, and no curl in the image.
+    Healthcheck(HealthcheckArgs),
 }
 
 /// Options of the `serve` command.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address and port to listen on (use port 0 for any free port).
-    #[arg(long, env = "TASKRUNNER_BIND", default_value = "127.0.0.1:8000")]
+    #[arg(long, env = "TASKRUNNER_BIND", default_value = DEFAULT_BIND)]
     pub bind: SocketAddr,
 
     /// Base URL GraphiQL's page loads its files from, as
@@ -92,6 +134,25 @@ pub struct McpArgs {
 
     #[command(flatten)]
     pub providers: ProviderArgs,
+}
+
+/// Options of the `healthcheck` command.
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The URL to ask (`/healthz` when it names no path). Default: `/healthz`
+    /// at `--bind`.
+    #[arg(value_name = "URL")]
+    pub url: Option<String>,
+
+    /// The address `serve` listens on, read from the same variable so that a
+    /// container's one setting serves both. An unspecified address (0.0.0.0,
+    /// [::]) is asked on the loopback of its family. Unused when a URL is given.
+    #[arg(long, env = "TASKRUNNER_BIND", default_value = DEFAULT_BIND)]
+    pub bind: SocketAddr,
+
+    /// Seconds to wait for the whole answer before calling the server unhealthy.
+    #[arg(long, env = "TASKRUNNER_HEALTHCHECK_TIMEOUT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub timeout_seconds: u64,
 }
 
 /// One entry of `--mcp-allowed-hosts`: `*`, a host name or address, or one
@@ -357,6 +418,43 @@ mod tests {
         let cli = Cli::try_parse_from(["taskrunner", "schema", "--log-format", "json"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Schema)));
         assert_eq!(cli.log.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn healthcheck_parses_and_reads_the_bind_of_serve() {
+        let cli = Cli::try_parse_from(["taskrunner", "healthcheck"]).unwrap();
+        let Some(Command::Healthcheck(check)) = cli.command else {
+            panic!("healthcheck parses");
+        };
+        assert_eq!(check.url, None);
+        assert_eq!(check.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(check.timeout_seconds, 5);
+        let cli = Cli::try_parse_from([
+            "taskrunner",
+            "healthcheck",
+            "http://api:8000",
+            "--timeout-seconds",
+            "2",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Healthcheck(c)) if c.url.as_deref() == Some("http://api:8000") && c.timeout_seconds == 2)
+        );
+        assert!(
+            Cli::try_parse_from(["taskrunner", "healthcheck", "--timeout-seconds", "0"]).is_err()
+        );
+    }
+
+    #[test]
+    fn a_healthcheck_command_line_is_told_apart() {
+        let names = |args: &[&str]| names_healthcheck(args.iter().map(std::ffi::OsString::from));
+        assert!(names(&["healthcheck"]));
+        assert!(names(&["healthcheck", "--bogus"]));
+        assert!(names(&["--log-format", "json", "healthcheck"]));
+        assert!(names(&["--log-format=json", "healthcheck"]));
+        assert!(!names(&["serve", "healthcheck"]));
+        assert!(!names(&["--bind", "x"]));
+        assert!(!names(&[]));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod graphql;
+pub mod healthcheck;
 pub mod http;
 pub mod mcp;
 pub mod output;

@@ -2,9 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use taskrunner::config::{Cli, Command};
-use taskrunner::{graphql, server, telemetry};
+use taskrunner::{graphql, healthcheck, server, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -14,7 +13,11 @@ async fn main() -> ExitCode {
     {
         eprintln!("warning: could not read .env: {error}");
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_or_exit();
+    // Its one line on stdout or stderr is all a health check says.
+    if let Some(Command::Healthcheck(args)) = &cli.command {
+        return healthcheck::run(args).await;
+    }
     telemetry::init(cli.log.log_format);
 
     let outcome = match cli.command {
@@ -26,6 +29,7 @@ async fn main() -> ExitCode {
         Some(Command::Mcp(args)) => server::mcp(args).await,
         Some(Command::Serve(args)) => server::serve(args).await,
         Some(Command::Worker(args)) => server::worker(args).await,
+        Some(Command::Healthcheck(_)) => Ok(()),
         None => server::serve(cli.serve).await,
     };
     match outcome {

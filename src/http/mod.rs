@@ -29,6 +29,9 @@ pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// The header that carries a request's id, taken from the client or made here.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The liveness path: `taskrunner healthcheck` asks it, so the two must agree.
+pub const HEALTHZ_PATH: &str = "/healthz";
+
 /// What the HTTP handlers share.
 #[derive(Clone)]
 pub struct HttpState {
@@ -68,7 +71,7 @@ pub fn router_with(app: AppState, options: HttpOptions) -> Router {
             get(graphql::get_graphql).post(graphql::execute_post),
         )
         .route_service("/mcp", mcp)
-        .route("/healthz", get(health::healthz))
+        .route(HEALTHZ_PATH, get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(state)
         .layer(

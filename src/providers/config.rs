@@ -22,6 +22,17 @@ use crate::providers::routing::{ModelRouter, ProviderEntry};
 /// OpenAI's API, the default base URL of an OpenAI-compatible provider.
 pub const OPENAI_DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
+/// The variable naming an OpenAI-compatible provider's base URL when no
+/// configuration file is used.
+pub const OPENAI_BASE_URL_VAR: &str = "OPENAI_BASE_URL";
+
+/// The variable holding that provider's API key.
+pub const OPENAI_API_KEY_VAR: &str = "OPENAI_API_KEY";
+
+/// The variables the providers are read from beside the command line's own,
+/// so that deployment files can be checked against them.
+pub const PROVIDER_ENV_VARS: [&str; 2] = [OPENAI_BASE_URL_VAR, OPENAI_API_KEY_VAR];
+
 /// The file read when no other is named and it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "taskrunner.toml";
 
@@ -112,10 +123,10 @@ pub fn load_router(file: Option<&Path>) -> anyhow::Result<ModelRouter> {
 /// The one OpenAI-compatible provider that `OPENAI_BASE_URL` and
 /// `OPENAI_API_KEY` describe, if either is set.
 fn from_env() -> Vec<ProviderSettings> {
-    let base_url = std::env::var("OPENAI_BASE_URL")
+    let base_url = std::env::var(OPENAI_BASE_URL_VAR)
         .ok()
         .filter(|v| !v.is_empty());
-    let has_key = std::env::var("OPENAI_API_KEY").is_ok();
+    let has_key = std::env::var(OPENAI_API_KEY_VAR).is_ok();
     if base_url.is_none() && !has_key {
         return Vec::new();
     }
@@ -123,7 +134,7 @@ fn from_env() -> Vec<ProviderSettings> {
         name: "openai".to_owned(),
         kind: default_kind(),
         base_url: base_url.unwrap_or_else(default_base_url),
-        api_key_env: Some("OPENAI_API_KEY".to_owned()),
+        api_key_env: Some(OPENAI_API_KEY_VAR.to_owned()),
         timeout_seconds: None,
         max_concurrency: None,
         models: Vec::new(),

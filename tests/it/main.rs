@@ -2,10 +2,12 @@
 
 mod binary;
 mod cluster;
+mod docker;
 mod fake_provider;
 mod faults;
 mod graphiql;
 mod harness;
+mod healthcheck;
 mod hostile;
 mod http;
 mod limits;

@@ -42,6 +42,11 @@ impl Launch {
         Launch::command("mcp")
     }
 
+    /// `taskrunner healthcheck`, which asks a server once and exits.
+    pub fn healthcheck() -> Launch {
+        Launch::command("healthcheck")
+    }
+
     fn command(name: &str) -> Launch {
         Launch {
             args: vec![name.to_owned(), "--log-format".into(), "json".into()],
