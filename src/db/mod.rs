@@ -1,7 +1,8 @@
-//! Storage plumbing: the connection pool, start-up (reach the server, create
-//! the database, migrate), and the diesel schema.
+//! Storage plumbing: the connection pool, start-up (choose the server or run
+//! a private one, reach it, create the database, migrate), and the diesel schema.
 
 mod bootstrap;
+pub mod embedded;
 pub mod migrations;
 pub mod schema;
 
