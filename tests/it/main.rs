@@ -2,6 +2,7 @@
 
 mod binary;
 mod cluster;
+mod embedded;
 mod fake_provider;
 mod faults;
 mod graphiql;

@@ -42,6 +42,11 @@ impl Launch {
         Launch::command("mcp")
     }
 
+    /// `taskrunner migrate`, which exits once the schema is up to date.
+    pub fn migrate() -> Launch {
+        Launch::command("migrate")
+    }
+
     fn command(name: &str) -> Launch {
         Launch {
             args: vec![name.to_owned(), "--log-format".into(), "json".into()],
@@ -225,6 +230,19 @@ impl Process {
                 );
             }
         }
+    }
+
+    /// Waits up to `within` for stderr to reach its end (the process has
+    /// exited), so that every line it logged has been read.
+    pub async fn wait_for_log_end(&self, within: Duration) {
+        let mut progress = self.progress.subscribe();
+        let ended = tokio::time::timeout(within, progress.wait_for(|p| p.closed)).await;
+        assert!(
+            matches!(ended, Ok(Ok(_))),
+            "taskrunner {} (pid {}) kept its stderr open for {within:?}",
+            self.label,
+            self.pid
+        );
     }
 
     /// The address `serve` listens on (from its "listening" event).
