@@ -145,15 +145,7 @@ async fn run_to_end(launch: Launch) -> (bool, Process) {
 }
 
 async fn graphql(address: &str, query: &str, variables: Value) -> Value {
-    reqwest::Client::new()
-        .post(format!("http://{address}/graphql"))
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("JSON")
+    crate::process::graphql(&reqwest::Client::new(), address, query, variables).await
 }
 
 /// Creates an echo task and waits for it to succeed; returns its id.

@@ -298,6 +298,24 @@ impl Process {
     }
 }
 
+/// Sends one GraphQL request to `serve` at `address` and returns the answer.
+pub async fn graphql(
+    client: &reqwest::Client,
+    address: &str,
+    query: &str,
+    variables: Value,
+) -> Value {
+    client
+        .post(format!("http://{address}/graphql"))
+        .json(&serde_json::json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON")
+}
+
 /// A `taskrunner.toml` in a directory of its own, pointing every model name
 /// at a fake provider.
 pub struct ProviderConfig {
