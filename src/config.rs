@@ -182,6 +182,7 @@ pub struct DatabaseArgs {
     #[arg(
         id = "database_url",
         long = "database-url",
+        value_name = "DATABASE_URL",
         env = "DATABASE_URL",
         hide_env_values = true
     )]
