@@ -367,6 +367,10 @@ async fn a_socket_path_too_long_for_the_data_dir_goes_elsewhere_and_is_found() {
     run_echo_task(&address, "through a short socket path").await;
     stop(&mut server).await;
     assert!(data.postmaster().is_none());
+    assert!(
+        !Path::new(&socket).exists(),
+        "the socket directory is removed"
+    );
 }
 
 #[tokio::test]

@@ -79,13 +79,15 @@ impl ClusterUse {
         };
         let others = self.leave();
         if others == 0 {
+            let socket_dir = self.socket_dir_in_use();
             let mut stop = tokio::process::Command::from(self.stop_command());
             stop.kill_on_drop(true);
             let stopped = tokio::time::timeout(PG_CTL_DEADLINE, stop.output()).await;
-            self.report_stop(match stopped {
+            let stopped = match stopped {
                 Ok(output) => output.map_err(anyhow::Error::from),
                 Err(_) => Err(anyhow::anyhow!("pg_ctl stop took over {PG_CTL_DEADLINE:?}")),
-            });
+            };
+            self.report_stop(stopped, socket_dir);
         } else {
             tracing::info!(
                 data_dir = %self.layout.root.display(),
@@ -330,11 +332,26 @@ impl ClusterUse {
         command
     }
 
-    fn report_stop(&self, stopped: anyhow::Result<std::process::Output>) {
+    /// The socket directory of the running server, from its postmaster.pid.
+    fn socket_dir_in_use(&self) -> Option<PathBuf> {
+        let pid_file = std::fs::read_to_string(self.layout.pgdata().join("postmaster.pid")).ok()?;
+        layout::listening_at(&pid_file).map(|(dir, _)| dir)
+    }
+
+    /// Logs how the stop went; after a stop, removes a socket directory made
+    /// outside the data directory (an empty one: the server removed its socket).
+    fn report_stop(
+        &self,
+        stopped: anyhow::Result<std::process::Output>,
+        socket_dir: Option<PathBuf>,
+    ) {
         let data_dir = self.layout.root.display();
         match stopped {
             Ok(output) if output.status.success() => {
                 tracing::info!(data_dir = %data_dir, "stopped the embedded PostgreSQL");
+                if let Some(dir) = socket_dir.filter(|dir| !dir.starts_with(&self.layout.root)) {
+                    let _removed = std::fs::remove_dir(dir);
+                }
             }
             // Exit status 3: no server was running; nothing to stop.
             Ok(output) if output.status.code() == Some(3) => {}
@@ -365,7 +382,9 @@ impl Drop for ClusterUse {
             return;
         }
         if self.leave() == 0 {
-            self.report_stop(self.stop_command().output().map_err(anyhow::Error::from));
+            let socket_dir = self.socket_dir_in_use();
+            let stopped = self.stop_command().output().map_err(anyhow::Error::from);
+            self.report_stop(stopped, socket_dir);
         }
     }
 }
