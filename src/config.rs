@@ -236,9 +236,42 @@ pub struct ProviderArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// PostgreSQL connection URL. The database is created if it does not exist
-    /// and the role may create it.
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    /// and the role may create it. When unset: the server at libpq's default
+    /// address (PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD; else
+    /// postgres@localhost:5432/taskrunner), or, if nothing answers there, a
+    /// private cluster in the data directory (see --embedded-postgres).
+    #[arg(
+        id = "database_url",
+        long = "database-url",
+        value_name = "DATABASE_URL",
+        env = "DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub configured_url: Option<String>,
+
+    /// The URL every connection uses: DATABASE_URL as given, or what start-up
+    /// chose when it is unset (`db::embedded::resolve`).
+    #[arg(skip)]
     pub database_url: String,
+
+    /// When to run a private PostgreSQL cluster instead of reaching a server:
+    /// `auto` when DATABASE_URL is unset and nothing answers at the default
+    /// address; `always` (DATABASE_URL must then be unset); `never`.
+    #[arg(long, env = "TASKRUNNER_EMBEDDED_POSTGRES", value_enum, default_value_t = EmbeddedPostgres::Auto)]
+    pub embedded_postgres: EmbeddedPostgres,
+
+    /// Where the private cluster keeps its data, log and locks: created on
+    /// first use, reused later. Processes started on the same directory
+    /// share one cluster.
+    #[arg(long, env = "TASKRUNNER_DATA_DIR", default_value = ".taskrunner")]
+    pub data_dir: PathBuf,
+
+    /// Where PostgreSQL's server programs (initdb, pg_ctl, postgres) are, for
+    /// the private cluster. Default: `pg_config --bindir`, then PATH, then the
+    /// usual install paths (/usr/lib/postgresql/*/bin, /usr/pgsql-*/bin,
+    /// Homebrew's), newest version first.
+    #[arg(long, env = "TASKRUNNER_POSTGRES_BIN_DIR")]
+    pub postgres_bin_dir: Option<PathBuf>,
 
     /// Most database connections the API keeps open (the queue has its own pool).
     #[arg(long, env = "TASKRUNNER_DB_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
@@ -275,8 +308,13 @@ pub struct DatabaseArgs {
 impl DatabaseArgs {
     /// Options for `url` with every other setting at its default.
     pub fn new(url: impl Into<String>) -> Self {
+        let url = url.into();
         DatabaseArgs {
-            database_url: url.into(),
+            configured_url: Some(url.clone()),
+            database_url: url,
+            embedded_postgres: EmbeddedPostgres::Auto,
+            data_dir: PathBuf::from(".taskrunner"),
+            postgres_bin_dir: None,
             db_pool_size: 10,
             db_timeout_seconds: 5,
             db_statement_timeout_ms: 5000,
@@ -295,6 +333,17 @@ impl DatabaseArgs {
     pub fn statement_timeout(&self) -> Duration {
         Duration::from_millis(self.db_statement_timeout_ms)
     }
+}
+
+/// When to run a private PostgreSQL cluster (`--embedded-postgres`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmbeddedPostgres {
+    /// When DATABASE_URL is unset and no server answers at the default address.
+    Auto,
+    /// Whenever DATABASE_URL is unset, even if a server answers.
+    Always,
+    /// Never: reach the server at DATABASE_URL or the default address.
+    Never,
 }
 
 /// How to log.
@@ -339,6 +388,9 @@ mod tests {
         let cli = Cli::try_parse_from(["taskrunner"]).unwrap();
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.bind.to_string(), "127.0.0.1:8000");
+        let database = &cli.serve.run.database;
+        assert_eq!(database.embedded_postgres, EmbeddedPostgres::Auto);
+        assert_eq!(database.data_dir, PathBuf::from(".taskrunner"));
         assert_eq!(
             cli.serve.graphiql_cdn.as_str(),
             crate::http::DEFAULT_GRAPHIQL_CDN
@@ -396,7 +448,7 @@ mod tests {
             Cli::try_parse_from(["taskrunner", "migrate", "--database-url", "postgres://x/y"])
                 .unwrap();
         assert!(
-            matches!(cli.command, Some(Command::Migrate(db)) if db.database_url == "postgres://x/y")
+            matches!(cli.command, Some(Command::Migrate(db)) if db.configured_url.as_deref() == Some("postgres://x/y"))
         );
         let cli = Cli::try_parse_from([
             "taskrunner",
@@ -413,7 +465,7 @@ mod tests {
         let cli =
             Cli::try_parse_from(["taskrunner", "mcp", "--database-url", "postgres://x/y"]).unwrap();
         assert!(
-            matches!(cli.command, Some(Command::Mcp(mcp)) if mcp.database.database_url == "postgres://x/y")
+            matches!(cli.command, Some(Command::Mcp(mcp)) if mcp.database.configured_url.as_deref() == Some("postgres://x/y"))
         );
         let cli = Cli::try_parse_from(["taskrunner", "schema", "--log-format", "json"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Schema)));
@@ -442,6 +494,28 @@ mod tests {
         );
         assert!(
             Cli::try_parse_from(["taskrunner", "healthcheck", "--timeout-seconds", "0"]).is_err()
+        );
+    }
+
+    #[test]
+    fn embedded_postgres_options_parse() {
+        let cli = Cli::try_parse_from([
+            "taskrunner",
+            "migrate",
+            "--embedded-postgres",
+            "always",
+            "--data-dir",
+            "/srv/tasks",
+        ])
+        .unwrap();
+        let Some(Command::Migrate(database)) = cli.command else {
+            panic!("migrate parses");
+        };
+        assert_eq!(database.embedded_postgres, EmbeddedPostgres::Always);
+        assert_eq!(database.data_dir, PathBuf::from("/srv/tasks"));
+        assert!(
+            Cli::try_parse_from(["taskrunner", "worker", "--embedded-postgres", "sometimes"])
+                .is_err()
         );
     }
 

@@ -23,13 +23,23 @@ const MODEL_REFRESH_PERIOD: Duration = Duration::from_secs(300);
 /// How long a provider may take to list its models.
 const MODEL_LIST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Prepares the database, binds the port, then serves HTTP and (unless
+/// Chooses the database (DATABASE_URL, the default address or the private
+/// cluster: `db::embedded`), prepares it, binds the port, then serves HTTP and (unless
 /// `--workers 0`) runs workers until Ctrl-C or SIGTERM. On the signal the
 /// workers stop claiming at once; requests in flight and running tasks get
 /// the grace period; the process ends within the grace period plus a few
 /// seconds, whether or not the database answers.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
+    let cluster = db::embedded::resolve(&mut args.run.database).await?;
+    let served = serve_until_shutdown(args, &shutdown).await;
+    db::embedded::release(cluster).await;
+    served
+}
+
+/// `serve` once its database is chosen; whatever it returns, the caller
+/// then releases the private cluster, with every pool and listener closed.
+async fn serve_until_shutdown(args: ServeArgs, shutdown: &CancellationToken) -> anyhow::Result<()> {
     let ServeArgs {
         bind,
         graphiql_cdn,
@@ -44,7 +54,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("could not listen on {bind}"))?;
         Ok((state, listener))
     };
-    let Some((state, listener)) = until_cancelled(&shutdown, started).await? else {
+    let Some((state, listener)) = until_cancelled(shutdown, started).await? else {
         return Ok(());
     };
     let address = listener.local_addr()?;
@@ -107,17 +117,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Runs workers only, until Ctrl-C or SIGTERM.
-pub async fn worker(args: RunArgs) -> anyhow::Result<()> {
+pub async fn worker(mut args: RunArgs) -> anyhow::Result<()> {
     if args.worker.workers == 0 {
         anyhow::bail!("--workers is 0: a worker process needs at least one slot");
     }
     let shutdown = shutdown_on_signal();
+    let cluster = db::embedded::resolve(&mut args.database).await?;
+    let worked = work_until_shutdown(&args, &shutdown).await;
+    db::embedded::release(cluster).await;
+    worked
+}
+
+/// `worker` once its database is chosen.
+async fn work_until_shutdown(args: &RunArgs, shutdown: &CancellationToken) -> anyhow::Result<()> {
     let started = async {
         let router = providers(&args.providers).await?;
         db::prepare_database(&args.database).await?;
-        start_worker(&args, &router, None).await
+        start_worker(args, &router, None).await
     };
-    let Some(worker) = until_cancelled(&shutdown, started).await? else {
+    let Some(worker) = until_cancelled(shutdown, started).await? else {
         return Ok(());
     };
     shutdown.cancelled().await;
@@ -131,8 +149,16 @@ pub async fn worker(args: RunArgs) -> anyhow::Result<()> {
 /// Serves MCP on stdin and stdout until the client closes stdin, Ctrl-C or
 /// SIGTERM. Runs no workers: the tasks its tools create are run by `serve` or
 /// `worker` processes on the same database.
-pub async fn mcp(args: McpArgs) -> anyhow::Result<()> {
+pub async fn mcp(mut args: McpArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
+    let cluster = db::embedded::resolve(&mut args.database).await?;
+    let served = mcp_until_shutdown(args, shutdown).await;
+    db::embedded::release(cluster).await;
+    served
+}
+
+/// `mcp` once its database is chosen.
+async fn mcp_until_shutdown(args: McpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let started = async {
         let router = providers(&args.providers).await?;
         AppState::connect(&args.database, router).await
@@ -170,9 +196,11 @@ async fn until_cancelled<T>(
 }
 
 /// Applies pending migrations (creating the database first if need be).
-pub async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
-    db::prepare_database(&args).await?;
-    Ok(())
+pub async fn migrate(mut args: DatabaseArgs) -> anyhow::Result<()> {
+    let cluster = db::embedded::resolve(&mut args).await?;
+    let migrated = db::prepare_database(&args).await;
+    db::embedded::release(cluster).await;
+    migrated.map(drop)
 }
 
 /// Loads the provider routes, asks providers for their models, and keeps

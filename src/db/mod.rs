@@ -1,8 +1,9 @@
-//! Storage plumbing: the connection pool, start-up (reach the server, create
-//! the database, migrate), and the diesel schema.
+//! Storage plumbing: the connection pool, start-up (choose the server or run
+//! a private one, reach it, create the database, migrate), and the diesel schema.
 
 mod bootstrap;
 pub mod connect;
+pub mod embedded;
 pub mod migrations;
 pub mod schema;
 pub mod tls;

@@ -35,15 +35,7 @@ async fn graphql(
     query: &str,
     variables: Value,
 ) -> Value {
-    client
-        .post(server.url("/graphql"))
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("JSON")
+    crate::process::graphql(client, &server.address, query, variables).await
 }
 
 #[tokio::test]

@@ -263,13 +263,13 @@ impl Drop for PrivateCluster {
 }
 
 /// Whether this process runs as root (PostgreSQL's programs refuse to).
-fn running_as_root() -> bool {
+pub fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
 }
 
 /// The directory holding `initdb`, `pg_ctl` and `postgres`: what `pg_config
 /// --bindir` says, else the newest `/usr/lib/postgresql/<version>/bin`.
-fn postgres_bindir() -> PathBuf {
+pub fn postgres_bindir() -> PathBuf {
     let has_tools = |dir: &Path| dir.join("initdb").exists() && dir.join("pg_ctl").exists();
     if let Ok(output) = std::process::Command::new("pg_config")
         .arg("--bindir")
@@ -299,7 +299,7 @@ fn postgres_bindir() -> PathBuf {
 }
 
 /// A port nobody listens on right now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())

@@ -3,6 +3,7 @@
 mod binary;
 mod cluster;
 mod docker;
+mod embedded;
 mod fake_provider;
 mod faults;
 mod graphiql;

@@ -47,6 +47,11 @@ impl Launch {
         Launch::command("healthcheck")
     }
 
+    /// `taskrunner migrate`, which exits once the schema is up to date.
+    pub fn migrate() -> Launch {
+        Launch::command("migrate")
+    }
+
     fn command(name: &str) -> Launch {
         Launch {
             args: vec![name.to_owned(), "--log-format".into(), "json".into()],
@@ -232,6 +237,19 @@ impl Process {
         }
     }
 
+    /// Waits up to `within` for stderr to reach its end (the process has
+    /// exited), so that every line it logged has been read.
+    pub async fn wait_for_log_end(&self, within: Duration) {
+        let mut progress = self.progress.subscribe();
+        let ended = tokio::time::timeout(within, progress.wait_for(|p| p.closed)).await;
+        assert!(
+            matches!(ended, Ok(Ok(_))),
+            "taskrunner {} (pid {}) kept its stderr open for {within:?}",
+            self.label,
+            self.pid
+        );
+    }
+
     /// The address `serve` listens on (from its "listening" event).
     pub async fn address(&self) -> String {
         let event = self
@@ -283,6 +301,24 @@ impl Process {
             Err(_) => None,
         }
     }
+}
+
+/// Sends one GraphQL request to `serve` at `address` and returns the answer.
+pub async fn graphql(
+    client: &reqwest::Client,
+    address: &str,
+    query: &str,
+    variables: Value,
+) -> Value {
+    client
+        .post(format!("http://{address}/graphql"))
+        .json(&serde_json::json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON")
 }
 
 /// A `taskrunner.toml` in a directory of its own, pointing every model name
