@@ -12,6 +12,7 @@ pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod mcp;
+pub mod metrics;
 pub mod output;
 pub mod providers;
 pub mod queue;
