@@ -9,10 +9,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
-use crate::config::{DatabaseArgs, McpArgs, ProviderArgs, RunArgs, ServeArgs};
+use crate::config::{DatabaseArgs, McpArgs, ProviderArgs, RunArgs, ServeArgs, WorkerCommandArgs};
 use crate::db;
 use crate::events::{EVENTS_CHANNEL, Listener};
-use crate::http::HttpOptions;
+use crate::http::{HttpOptions, Readiness};
+use crate::metrics::Metrics;
 use crate::output::OUTPUT_CHANNEL;
 use crate::providers::config::load_router;
 use crate::providers::routing::ModelRouter;
@@ -77,7 +78,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     // Workers start once the port is bound: a process that cannot serve
     // never takes tasks.
-    let worker = start_worker(&run, state.router(), Some(&notifications)).await?;
+    let worker = start_worker(&run, state.router(), &notifications, state.metrics()).await?;
     shutdown.cancelled().await;
 
     let grace = Duration::from_secs(run.worker.shutdown_grace_seconds);
@@ -106,8 +107,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs workers only, until Ctrl-C or SIGTERM.
-pub async fn worker(args: RunArgs) -> anyhow::Result<()> {
+/// Runs workers only, until Ctrl-C or SIGTERM, serving `/healthz`,
+/// `/readyz` and `/metrics` on `--metrics-bind` (bound before the first
+/// claim, so a process that cannot be watched never takes tasks).
+pub async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
+    let WorkerCommandArgs {
+        metrics_bind,
+        run: args,
+    } = args;
     if args.worker.workers == 0 {
         anyhow::bail!("--workers is 0: a worker process needs at least one slot");
     }
@@ -115,15 +122,43 @@ pub async fn worker(args: RunArgs) -> anyhow::Result<()> {
     let started = async {
         let router = providers(&args.providers).await?;
         db::prepare_database(&args.database).await?;
-        start_worker(&args, &router, None).await
+        let probes = TcpListener::bind(metrics_bind)
+            .await
+            .with_context(|| format!("could not listen on {metrics_bind} (--metrics-bind)"))?;
+        Ok((router, probes))
     };
-    let Some(worker) = until_cancelled(&shutdown, started).await? else {
+    let Some((router, probes)) = until_cancelled(&shutdown, started).await? else {
         return Ok(());
     };
+    let address = probes.local_addr()?;
+    // Stopped once the worker has stopped: it hears cancellations until then.
+    let finished = CancellationToken::new();
+    let notifications = Listener::start(
+        args.database.database_url.clone(),
+        args.database.timeout(),
+        vec![DUE_CHANNEL, CANCEL_CHANNEL],
+        finished.clone(),
+    )
+    .await;
+    let metrics = Arc::new(Metrics::new());
+    let readiness =
+        Readiness::new(db::build_probe_pool(&args.database)?).with_listener(notifications.clone());
+    let http = tokio::spawn(
+        axum::serve(
+            probes,
+            crate::http::worker_router(Arc::clone(&metrics), readiness),
+        )
+        .with_graceful_shutdown(finished.clone().cancelled_owned())
+        .into_future(),
+    );
+    tracing::info!(%address, "health checks and metrics at http://{address}/metrics");
+    let worker = start_worker(&args, &router, &notifications, &metrics).await?;
     shutdown.cancelled().await;
     if let Some(worker) = worker {
         worker.shutdown().await;
     }
+    finished.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -191,11 +226,12 @@ async fn providers(args: &ProviderArgs) -> anyhow::Result<Arc<ModelRouter>> {
 }
 
 /// Starts the workers `args` ask for, with a pool of their own, on the
-/// process's listener if it has one (else on a listener of their own).
+/// process's listener, recording into the process's metrics.
 async fn start_worker(
     args: &RunArgs,
     router: &Arc<ModelRouter>,
-    listener: Option<&Listener>,
+    listener: &Listener,
+    metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Option<Worker>> {
     if args.worker.workers == 0 {
         tracing::info!("--workers is 0: serving the API only");
@@ -203,10 +239,14 @@ async fn start_worker(
     }
     let router = Arc::clone(router);
     let config = args.worker.worker_config();
-    let worker = match listener {
-        Some(listener) => Worker::start_on(&args.database, router, config, listener).await?,
-        None => Worker::start(&args.database, router, config).await?,
-    };
+    let worker = Worker::start_on_measured(
+        &args.database,
+        router,
+        config,
+        listener,
+        Arc::clone(metrics),
+    )
+    .await?;
     Ok(Some(worker))
 }
 

@@ -119,6 +119,20 @@ impl ProviderOutcome {
     }
 }
 
+impl From<crate::providers::FailureKind> for ProviderOutcome {
+    fn from(kind: crate::providers::FailureKind) -> Self {
+        use crate::providers::FailureKind;
+        match kind {
+            FailureKind::Timeout => ProviderOutcome::Timeout,
+            FailureKind::RateLimited => ProviderOutcome::RateLimited,
+            FailureKind::ServerError => ProviderOutcome::ServerError,
+            FailureKind::ClientError => ProviderOutcome::ClientError,
+            FailureKind::Connection => ProviderOutcome::Connection,
+            FailureKind::InvalidResponse => ProviderOutcome::InvalidResponse,
+        }
+    }
+}
+
 /// The kind of a GraphQL operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OperationType {
