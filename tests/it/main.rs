@@ -10,6 +10,7 @@ mod hostile;
 mod http;
 mod limits;
 mod mcp;
+mod metrics;
 mod migrations;
 mod pagination;
 mod process;
