@@ -111,7 +111,6 @@ pub struct Metrics {
     graphql_requests: [[Counter; 2]; 4],
     graphql_duration: [Histogram; 4],
     stats: stats::StatsCache,
-    stats_queries: Counter,
     sources: Mutex<Sources>,
 }
 
@@ -248,8 +247,7 @@ impl Metrics {
             db_connections,
             graphql_requests,
             graphql_duration,
-            stats: stats::StatsCache::default(),
-            stats_queries,
+            stats: stats::StatsCache::new(stats_queries),
             sources: Mutex::new(Sources::default()),
         }
     }
@@ -366,21 +364,18 @@ impl Metrics {
     /// format ([`CONTENT_TYPE`]).
     pub async fn render(&self) -> String {
         let stats_pool = self.sources().stats.clone();
-        if let Some(pool) = stats_pool {
-            let before = self.stats.queries();
-            let stats = self.stats.get(&pool).await;
-            self.stats_queries.inc_by(self.stats.queries() - before);
-            if let Some(stats) = stats {
-                for status in TaskStatus::ALL {
-                    self.tasks
-                        .get_or_create(&StatusSeries {
-                            status: labels::status_label(status),
-                        })
-                        .set(stats.count(status));
-                }
-                self.oldest_pending_age
-                    .set(stats.oldest_due_age_seconds.unwrap_or(0.0));
+        if let Some(pool) = stats_pool
+            && let Some(stats) = self.stats.get(&pool).await
+        {
+            for status in TaskStatus::ALL {
+                self.tasks
+                    .get_or_create(&StatusSeries {
+                        status: labels::status_label(status),
+                    })
+                    .set(stats.count(status));
             }
+            self.oldest_pending_age
+                .set(stats.oldest_due_age_seconds.unwrap_or(0.0));
         }
         self.sample_memory();
         let mut text = String::with_capacity(8 * 1024);

@@ -2,8 +2,9 @@
 //! `taskrunner_oldest_pending_age_seconds`), read from the database at most
 //! once a second however often and however many at once scrape.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
 
 use crate::db::DbPool;
 use crate::tasks::store::{self, Stats};
@@ -21,10 +22,19 @@ const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub struct StatsCache {
     last: tokio::sync::Mutex<Option<(Instant, Option<Stats>)>>,
-    queries: AtomicU64,
+    /// Counts the readings (`taskrunner_metrics_stats_queries_total`).
+    queries: Counter,
 }
 
 impl StatsCache {
+    /// A cache that counts its readings in `queries`.
+    pub fn new(queries: Counter) -> Self {
+        StatsCache {
+            last: tokio::sync::Mutex::new(None),
+            queries,
+        }
+    }
+
     /// The stats at most [`STATS_MAX_AGE`] old, read on `pool` if need be;
     /// `None` when the last try to read them failed.
     pub async fn get(&self, pool: &DbPool) -> Option<Stats> {
@@ -36,7 +46,7 @@ impl StatsCache {
         {
             return stats.clone();
         }
-        self.queries.fetch_add(1, Ordering::Relaxed);
+        self.queries.inc();
         let read = async {
             let mut conn = pool.get().await.map_err(|e| e.to_string())?;
             store::stats(&mut conn).await.map_err(|e| e.to_string())
@@ -54,10 +64,5 @@ impl StatsCache {
         };
         *last = Some((Instant::now(), stats.clone()));
         stats
-    }
-
-    /// How many times the stats were read from the database.
-    pub fn queries(&self) -> u64 {
-        self.queries.load(Ordering::Relaxed)
     }
 }
