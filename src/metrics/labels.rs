@@ -8,6 +8,7 @@ use std::sync::{PoisonError, RwLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 
+use crate::providers::FailureKind;
 use crate::tasks::TaskStatus;
 
 /// The most model names that get a label value of their own in one process;
@@ -85,19 +86,8 @@ impl AttemptOutcome {
 pub enum ProviderOutcome {
     /// It answered.
     Ok,
-    /// It took longer than the attempt may (or a request timed out).
-    Timeout,
-    /// It said 429.
-    RateLimited,
-    /// It said 5xx (or 408, 409).
-    ServerError,
-    /// It refused the request (4xx but 408, 409, 429).
-    ClientError,
-    /// It could not be reached, or the connection broke.
-    Connection,
-    /// It answered with something that is not an answer (unreadable, too
-    /// large, empty, cut short).
-    InvalidResponse,
+    /// It failed, in one of a few kinds.
+    Failed(FailureKind),
     /// The call was dropped before it ended (a cancellation, a lost lease,
     /// shutdown).
     Cancelled,
@@ -108,27 +98,13 @@ impl ProviderOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderOutcome::Ok => "ok",
-            ProviderOutcome::Timeout => "timeout",
-            ProviderOutcome::RateLimited => "rate_limited",
-            ProviderOutcome::ServerError => "server_error",
-            ProviderOutcome::ClientError => "client_error",
-            ProviderOutcome::Connection => "connection",
-            ProviderOutcome::InvalidResponse => "invalid_response",
+            ProviderOutcome::Failed(FailureKind::Timeout) => "timeout",
+            ProviderOutcome::Failed(FailureKind::RateLimited) => "rate_limited",
+            ProviderOutcome::Failed(FailureKind::ServerError) => "server_error",
+            ProviderOutcome::Failed(FailureKind::ClientError) => "client_error",
+            ProviderOutcome::Failed(FailureKind::Connection) => "connection",
+            ProviderOutcome::Failed(FailureKind::InvalidResponse) => "invalid_response",
             ProviderOutcome::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl From<crate::providers::FailureKind> for ProviderOutcome {
-    fn from(kind: crate::providers::FailureKind) -> Self {
-        use crate::providers::FailureKind;
-        match kind {
-            FailureKind::Timeout => ProviderOutcome::Timeout,
-            FailureKind::RateLimited => ProviderOutcome::RateLimited,
-            FailureKind::ServerError => ProviderOutcome::ServerError,
-            FailureKind::ClientError => ProviderOutcome::ClientError,
-            FailureKind::Connection => ProviderOutcome::Connection,
-            FailureKind::InvalidResponse => ProviderOutcome::InvalidResponse,
         }
     }
 }

@@ -188,7 +188,7 @@ impl ProviderEntry {
         if let Some(record) = &mut record {
             record.outcome = match &outcome {
                 Ok(_) => ProviderOutcome::Ok,
-                Err(error) => ProviderOutcome::from(error.kind()),
+                Err(error) => ProviderOutcome::Failed(error.kind()),
             };
         }
         outcome
