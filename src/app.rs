@@ -6,6 +6,7 @@ use crate::config::DatabaseArgs;
 use crate::db::{self, DbConn, DbPool};
 use crate::error::ApiError;
 use crate::events::{ChangePublisher, EventHub, Listener, TaskEventType};
+use crate::metrics::{Metrics, PoolName};
 use crate::output::{OUTPUT_CHANNEL, OutputHub};
 use crate::providers::routing::{ModelRouter, Unroutable};
 
@@ -20,6 +21,7 @@ pub struct AppState {
     changes: ChangePublisher,
     events: EventHub,
     output: OutputHub,
+    metrics: Arc<Metrics>,
     connections_per_request: usize,
 }
 
@@ -33,6 +35,14 @@ impl AppState {
     /// connection cap per request. Subscribers hear changes once the state is
     /// given a listener ([`AppState::listen_on`]).
     pub fn new(pool: DbPool, router: Arc<ModelRouter>) -> Self {
+        AppState::measured(pool, router, Arc::new(Metrics::new()))
+    }
+
+    /// Like [`AppState::new`], recording into `metrics` (the process's one
+    /// registry): the pool's connections, and the queue's counts read on it.
+    pub fn measured(pool: DbPool, router: Arc<ModelRouter>, metrics: Arc<Metrics>) -> Self {
+        metrics.watch_pool(PoolName::Api, pool.clone());
+        metrics.watch_queue_stats(pool.clone());
         let changes = ChangePublisher::start(pool.clone());
         let events = EventHub::start(pool.clone());
         let output = OutputHub::start(pool.clone());
@@ -42,6 +52,7 @@ impl AppState {
             changes,
             events,
             output,
+            metrics,
             connections_per_request: DEFAULT_CONNECTIONS_PER_REQUEST,
         }
     }
@@ -79,6 +90,11 @@ impl AppState {
     /// The hub subscribers watch tasks through.
     pub fn events(&self) -> &EventHub {
         &self.events
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The hub that keeps the answers being written, for `taskOutput`.

@@ -71,9 +71,10 @@ pub enum Command {
     /// in-process (the default): prepares the database, applies pending
     /// migrations, then runs until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
-    /// Run workers only (no HTTP): start as many as you like, on as many
-    /// machines, against one PostgreSQL.
-    Worker(RunArgs),
+    /// Run workers only: start as many as you like, on as many machines,
+    /// against one PostgreSQL. Serves only `/healthz`, `/readyz` and
+    /// `/metrics`, on `--metrics-bind`.
+    Worker(WorkerCommandArgs),
     /// Serve MCP (Model Context Protocol) on stdin and stdout, for an AI
     /// assistant that starts this command itself.
     ///
@@ -170,6 +171,23 @@ fn parse_allowed_host(entry: &str) -> Result<String, String> {
             "{entry:?} is not a host name (e.g. `localhost`, `tasks.example.com:8443`, `[::1]`)"
         )),
     }
+}
+
+/// Options of the `worker` command: those `serve` shares, and where to serve
+/// its health checks and metrics.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerCommandArgs {
+    /// Address and port of the worker's `/healthz`, `/readyz` and `/metrics`
+    /// (use port 0 for any free port; the log says which).
+    #[arg(
+        long,
+        env = "TASKRUNNER_METRICS_BIND",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub metrics_bind: SocketAddr,
+
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// What both `serve` and `worker` need: the database, how to run tasks, and
@@ -460,7 +478,15 @@ mod tests {
         ])
         .unwrap();
         assert!(
-            matches!(cli.command, Some(Command::Worker(w)) if w.worker.workers == 500 && w.worker.lease_seconds == 10)
+            matches!(cli.command, Some(Command::Worker(w)) if w.run.worker.workers == 500 && w.run.worker.lease_seconds == 10 && w.metrics_bind.to_string() == "127.0.0.1:9464")
+        );
+        let cli =
+            Cli::try_parse_from(["taskrunner", "worker", "--metrics-bind", "0.0.0.0:0"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Worker(w)) if w.metrics_bind.to_string() == "0.0.0.0:0")
+        );
+        assert!(
+            Cli::try_parse_from(["taskrunner", "serve", "--metrics-bind", "127.0.0.1:0"]).is_err()
         );
         let cli =
             Cli::try_parse_from(["taskrunner", "mcp", "--database-url", "postgres://x/y"]).unwrap();

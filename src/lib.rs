@@ -13,6 +13,7 @@ pub mod graphql;
 pub mod healthcheck;
 pub mod http;
 pub mod mcp;
+pub mod metrics;
 pub mod output;
 pub mod providers;
 pub mod queue;

@@ -1,6 +1,7 @@
 //! The `serve`, `worker`, `mcp` and `migrate` commands: start-up, running,
 //! and graceful shutdown.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,10 +10,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
-use crate::config::{DatabaseArgs, McpArgs, ProviderArgs, RunArgs, ServeArgs};
+use crate::config::{DatabaseArgs, McpArgs, ProviderArgs, RunArgs, ServeArgs, WorkerCommandArgs};
 use crate::db;
 use crate::events::{EVENTS_CHANNEL, Listener};
-use crate::http::HttpOptions;
+use crate::http::{HttpOptions, Readiness};
+use crate::metrics::Metrics;
 use crate::output::OUTPUT_CHANNEL;
 use crate::providers::config::load_router;
 use crate::providers::routing::ModelRouter;
@@ -87,7 +89,7 @@ async fn serve_until_shutdown(args: ServeArgs, shutdown: &CancellationToken) -> 
     );
     // Workers start once the port is bound: a process that cannot serve
     // never takes tasks.
-    let worker = start_worker(&run, state.router(), Some(&notifications)).await?;
+    let worker = start_worker(&run, state.router(), &notifications, state.metrics()).await?;
     shutdown.cancelled().await;
 
     let grace = Duration::from_secs(run.worker.shutdown_grace_seconds);
@@ -116,32 +118,70 @@ async fn serve_until_shutdown(args: ServeArgs, shutdown: &CancellationToken) -> 
     Ok(())
 }
 
-/// Runs workers only, until Ctrl-C or SIGTERM.
-pub async fn worker(mut args: RunArgs) -> anyhow::Result<()> {
+/// Runs workers only, until Ctrl-C or SIGTERM, serving `/healthz`,
+/// `/readyz` and `/metrics` on `--metrics-bind` (bound before the first
+/// claim, so a process that cannot be watched never takes tasks).
+pub async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
+    let WorkerCommandArgs {
+        metrics_bind,
+        run: mut args,
+    } = args;
     if args.worker.workers == 0 {
         anyhow::bail!("--workers is 0: a worker process needs at least one slot");
     }
     let shutdown = shutdown_on_signal();
     let cluster = db::embedded::resolve(&mut args.database).await?;
-    let worked = work_until_shutdown(&args, &shutdown).await;
+    let worked = work_until_shutdown(&args, metrics_bind, &shutdown).await;
     db::embedded::release(cluster).await;
     worked
 }
 
 /// `worker` once its database is chosen.
-async fn work_until_shutdown(args: &RunArgs, shutdown: &CancellationToken) -> anyhow::Result<()> {
+async fn work_until_shutdown(
+    args: &RunArgs,
+    metrics_bind: SocketAddr,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let started = async {
         let router = providers(&args.providers).await?;
         db::prepare_database(&args.database).await?;
-        start_worker(args, &router, None).await
+        let probes = TcpListener::bind(metrics_bind)
+            .await
+            .with_context(|| format!("could not listen on {metrics_bind} (--metrics-bind)"))?;
+        Ok((router, probes))
     };
-    let Some(worker) = until_cancelled(shutdown, started).await? else {
+    let Some((router, probes)) = until_cancelled(shutdown, started).await? else {
         return Ok(());
     };
+    let address = probes.local_addr()?;
+    // Stopped once the worker has stopped: it hears cancellations until then.
+    let finished = CancellationToken::new();
+    let notifications = Listener::start(
+        args.database.database_url.clone(),
+        args.database.timeout(),
+        vec![DUE_CHANNEL, CANCEL_CHANNEL],
+        finished.clone(),
+    )
+    .await;
+    let metrics = Arc::new(Metrics::new());
+    let readiness =
+        Readiness::new(db::build_probe_pool(&args.database)?).with_listener(notifications.clone());
+    let http = tokio::spawn(
+        axum::serve(
+            probes,
+            crate::http::worker_router(Arc::clone(&metrics), readiness),
+        )
+        .with_graceful_shutdown(finished.clone().cancelled_owned())
+        .into_future(),
+    );
+    tracing::info!(%address, "health checks and metrics at http://{address}/metrics");
+    let worker = start_worker(args, &router, &notifications, &metrics).await?;
     shutdown.cancelled().await;
     if let Some(worker) = worker {
         worker.shutdown().await;
     }
+    finished.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -219,11 +259,12 @@ async fn providers(args: &ProviderArgs) -> anyhow::Result<Arc<ModelRouter>> {
 }
 
 /// Starts the workers `args` ask for, with a pool of their own, on the
-/// process's listener if it has one (else on a listener of their own).
+/// process's listener, recording into the process's metrics.
 async fn start_worker(
     args: &RunArgs,
     router: &Arc<ModelRouter>,
-    listener: Option<&Listener>,
+    listener: &Listener,
+    metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Option<Worker>> {
     if args.worker.workers == 0 {
         tracing::info!("--workers is 0: serving the API only");
@@ -231,10 +272,14 @@ async fn start_worker(
     }
     let router = Arc::clone(router);
     let config = args.worker.worker_config();
-    let worker = match listener {
-        Some(listener) => Worker::start_on(&args.database, router, config, listener).await?,
-        None => Worker::start(&args.database, router, config).await?,
-    };
+    let worker = Worker::start_on_measured(
+        &args.database,
+        router,
+        config,
+        listener,
+        Arc::clone(metrics),
+    )
+    .await?;
     Ok(Some(worker))
 }
 

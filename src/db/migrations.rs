@@ -48,3 +48,43 @@ pub async fn revert_all(conn: AsyncPgConnection) -> anyhow::Result<Vec<String>> 
     .await
     .context("the migration task stopped unexpectedly")?
 }
+
+/// The embedded migrations not yet applied to the database `conn` is on, by
+/// version: a small read of `__diesel_schema_migrations` (every one is
+/// pending when the table is missing).
+pub async fn pending(conn: &mut AsyncPgConnection) -> diesel::QueryResult<Vec<String>> {
+    use diesel::migration::MigrationSource;
+    use diesel::sql_types::{Bool, Text};
+    use diesel_async::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = Bool)]
+        exists: bool,
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Applied {
+        #[diesel(sql_type = Text)]
+        version: String,
+    }
+    let table: Exists =
+        diesel::sql_query("SELECT to_regclass('__diesel_schema_migrations') IS NOT NULL AS exists")
+            .get_result(conn)
+            .await?;
+    let applied: Vec<Applied> = if table.exists {
+        diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
+            .load(conn)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let applied: std::collections::HashSet<String> =
+        applied.into_iter().map(|row| row.version).collect();
+    let embedded = MigrationSource::<diesel::pg::Pg>::migrations(&MIGRATIONS)
+        .map_err(|e| diesel::result::Error::QueryBuilderError(e.to_string().into()))?;
+    Ok(embedded
+        .iter()
+        .map(|migration| migration.name().version().to_string())
+        .filter(|version| !applied.contains(version))
+        .collect())
+}

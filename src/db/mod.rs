@@ -38,6 +38,12 @@ pub fn build_pool(args: &DatabaseArgs) -> anyhow::Result<DbPool> {
     pool(args, args.db_pool_size, "")
 }
 
+/// Builds a pool of one connection for readiness checks, so that probes
+/// never take a connection the queue needs for a heartbeat.
+pub fn build_probe_pool(args: &DatabaseArgs) -> anyhow::Result<DbPool> {
+    pool(args, 1, "")
+}
+
 /// Builds the queue's own pool (claims, heartbeats, outcomes, rescues), kept
 /// apart from the API's so that no request load can delay a heartbeat.
 ///

@@ -9,6 +9,7 @@
 //! keeps (the claim loop looks for work; subscribers re-read their tasks).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ type Handler = Arc<dyn Fn(Heard<'_>) + Send + Sync>;
 pub struct Listener {
     channels: Arc<Vec<&'static str>>,
     handlers: Arc<RwLock<HashMap<&'static str, Vec<Handler>>>>,
+    /// Whether LISTEN is in place now (a worker is not ready without it).
+    connected: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -64,6 +67,7 @@ impl Listener {
         let listener = Listener {
             channels: Arc::new(channels),
             handlers: Arc::new(RwLock::new(HashMap::new())),
+            connected: Arc::new(AtomicBool::new(false)),
         };
         let (ready, listening) = oneshot::channel();
         tokio::spawn(
@@ -89,6 +93,12 @@ impl Listener {
             .entry(channel)
             .or_default()
             .push(Arc::new(handler));
+    }
+
+    /// Whether the connection is open and listening now. While it is not,
+    /// notifications are missed (the process's users poll meanwhile).
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 
     /// Whether the listener was started with `channel`.
@@ -154,6 +164,7 @@ impl Listener {
                 }
             };
             delays = reconnect_delays();
+            self.connected.store(true, Ordering::Relaxed);
             match ready.take() {
                 Some(ready) => {
                     let _ = ready.send(());
@@ -183,6 +194,7 @@ impl Listener {
                     }
                 }
             }
+            self.connected.store(false, Ordering::Relaxed);
         }
     }
 }

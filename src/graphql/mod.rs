@@ -10,6 +10,7 @@ mod subscription;
 pub mod types;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_graphql::futures_util::stream::{self, BoxStream, StreamExt};
 use async_graphql::{
@@ -17,6 +18,7 @@ use async_graphql::{
 };
 
 use crate::app::AppState;
+use crate::metrics::{Metrics, OperationType};
 pub use connection::TaskConnection;
 pub use mutation::MutationRoot;
 pub use output::OutputSubscriptions;
@@ -38,6 +40,7 @@ pub type EngineSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 pub struct TaskRunnerSchema {
     engine: EngineSchema,
     connections_per_request: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl TaskRunnerSchema {
@@ -46,12 +49,20 @@ impl TaskRunnerSchema {
         &self,
         request: impl Into<async_graphql::Request>,
     ) -> async_graphql::Response {
+        let started = Instant::now();
         let mut request = request.into();
-        if let Err(refused) = expansion::check(&mut request) {
-            return async_graphql::Response::from_errors(vec![refused]);
-        }
-        let budget = budget::RequestConnections::new(self.connections_per_request);
-        self.engine.execute(request.data(budget)).await
+        let checked = expansion::check(&mut request);
+        let operation = operation_type(&mut request);
+        let response = match checked {
+            Err(refused) => async_graphql::Response::from_errors(vec![refused]),
+            Ok(()) => {
+                let budget = budget::RequestConnections::new(self.connections_per_request);
+                self.engine.execute(request.data(budget)).await
+            }
+        };
+        self.metrics
+            .graphql_request(operation, response.is_err(), started.elapsed());
+        response
     }
 
     /// Runs one subscription: the same checks as [`TaskRunnerSchema::execute`],
@@ -61,11 +72,21 @@ impl TaskRunnerSchema {
         request: impl Into<async_graphql::Request>,
         session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, async_graphql::Response> {
+        let started = Instant::now();
         let mut request = request.into();
-        if let Err(refused) = expansion::check(&mut request) {
-            return stream::once(
-                async move { async_graphql::Response::from_errors(vec![refused]) },
-            )
+        let checked = expansion::check(&mut request);
+        let mut counted = StartCounted {
+            metrics: Arc::clone(&self.metrics),
+            operation: operation_type(&mut request),
+            started,
+            done: false,
+        };
+        if let Err(refused) = checked {
+            return stream::once(async move {
+                let response = async_graphql::Response::from_errors(vec![refused]);
+                counted.count(&response);
+                response
+            })
             .boxed();
         }
         let budget = budget::RequestConnections::new(self.connections_per_request);
@@ -74,10 +95,11 @@ impl TaskRunnerSchema {
                 request.data(budget),
                 session_data.unwrap_or_default(),
             )
-            .map(|mut response| {
+            .map(move |mut response| {
                 for error in &mut response.errors {
                     give_code(error);
                 }
+                counted.count(&response);
                 response
             })
             .boxed()
@@ -86,6 +108,66 @@ impl TaskRunnerSchema {
     /// The schema in SDL.
     pub fn sdl(&self) -> String {
         self.engine.sdl()
+    }
+}
+
+/// Counts an operation run as a stream (over WebSocket) once: when its
+/// first response goes out (an error if that response has errors), or, if
+/// none ever does, when it ends. A subscription is counted when it starts
+/// answering, not once per event.
+struct StartCounted {
+    metrics: Arc<Metrics>,
+    operation: OperationType,
+    started: Instant,
+    done: bool,
+}
+
+impl StartCounted {
+    fn count(&mut self, response: &async_graphql::Response) {
+        if !self.done {
+            self.done = true;
+            self.metrics
+                .graphql_request(self.operation, response.is_err(), self.started.elapsed());
+        }
+    }
+}
+
+impl Drop for StartCounted {
+    fn drop(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.metrics
+                .graphql_request(self.operation, false, self.started.elapsed());
+        }
+    }
+}
+
+/// The type of the operation `request` runs, from its document (parsed once
+/// and kept in the request); [`OperationType::Unknown`] when it does not
+/// parse or names an operation it does not hold.
+fn operation_type(request: &mut async_graphql::Request) -> OperationType {
+    use async_graphql::parser::types::{DocumentOperations, OperationType as Parsed};
+    let operation_name = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
+        return OperationType::Unknown;
+    };
+    let parsed = match (&document.operations, operation_name.as_deref()) {
+        (DocumentOperations::Single(operation), _) => Some(operation.node.ty),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations
+            .iter()
+            .find(|(candidate, _)| candidate.as_str() == name)
+            .map(|(_, operation)| operation.node.ty),
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => operations
+            .values()
+            .next()
+            .map(|operation| operation.node.ty),
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    match parsed {
+        Some(Parsed::Query) => OperationType::Query,
+        Some(Parsed::Mutation) => OperationType::Mutation,
+        Some(Parsed::Subscription) => OperationType::Subscription,
+        None => OperationType::Unknown,
     }
 }
 
@@ -179,6 +261,7 @@ pub fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRo
 pub fn schema(state: AppState) -> TaskRunnerSchema {
     TaskRunnerSchema {
         connections_per_request: state.connections_per_request(),
+        metrics: Arc::clone(state.metrics()),
         engine: schema_builder().data(state).finish(),
     }
 }

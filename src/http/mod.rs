@@ -1,10 +1,11 @@
 //! The HTTP surface: GraphQL (subscriptions over WebSocket on the same
-//! path), GraphiQL, MCP, health checks, and the layers every request passes
+//! path), GraphiQL, MCP, health checks, Prometheus metrics, and the layers every request passes
 //! through (request id, tracing, body limit, panic guard).
 
 mod graphiql;
 mod graphql;
 mod health;
+mod metrics;
 mod subscriptions;
 
 use axum::Router;
@@ -21,6 +22,8 @@ use crate::graphql::TaskRunnerSchema;
 use crate::mcp;
 
 pub use graphiql::{DEFAULT_GRAPHIQL_CDN, GraphiqlCdn, GraphiqlPage};
+pub use health::{NotReady, READINESS_TIMEOUT, Readiness};
+pub use metrics::worker_router;
 
 /// The largest request body accepted. A prompt at its limit of 100,000
 /// characters, JSON-escaped at worst (`\uXXXX` pairs), still fits.
@@ -73,6 +76,7 @@ pub fn router_with(app: AppState, options: HttpOptions) -> Router {
         .route_service("/mcp", mcp)
         .route(HEALTHZ_PATH, get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::serve_metrics))
         .with_state(state)
         .layer(
             ServiceBuilder::new()

@@ -2,12 +2,15 @@
 //! calls it takes at once, and how long an attempt on it may last by default.
 
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use tokio::sync::Semaphore;
 
-use crate::providers::{Completion, CompletionRequest, ModelListError, Provider, ProviderError};
+use crate::metrics::{Metrics, ProviderOutcome};
+use crate::providers::{
+    Completion, CompletionRequest, FailureKind, ModelListError, Provider, ProviderError,
+};
 
 /// A provider as the deployment configured it.
 #[derive(Debug)]
@@ -45,6 +48,22 @@ pub(super) enum Discovery {
         status: StatusCode,
         last_listed: Vec<String>,
     },
+}
+
+/// One provider call being measured: recorded when dropped, with the
+/// outcome set once the call ended (`cancelled` if it never did).
+struct CallRecord<'a> {
+    metrics: &'a Metrics,
+    provider: &'a str,
+    started: Instant,
+    outcome: ProviderOutcome,
+}
+
+impl Drop for CallRecord<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .provider_request(self.provider, self.outcome, self.started.elapsed());
+    }
 }
 
 /// What a provider's model list says of one model name.
@@ -133,7 +152,54 @@ impl ProviderEntry {
         timeout: Duration,
         on_text: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Completion, ProviderError> {
+        self.stream_recorded(request, timeout, on_text, None).await
+    }
+
+    /// Like [`ProviderEntry::stream_within`], recording the call in `metrics`
+    /// (`taskrunner_provider_requests_total` and its duration, from the
+    /// moment a place is taken): its outcome, or `cancelled` when the call is
+    /// dropped before it ends.
+    pub async fn stream_measured(
+        &self,
+        request: &CompletionRequest,
+        timeout: Duration,
+        on_text: &mut (dyn FnMut(&str) + Send),
+        metrics: &Metrics,
+    ) -> Result<Completion, ProviderError> {
+        self.stream_recorded(request, timeout, on_text, Some(metrics))
+            .await
+    }
+
+    async fn stream_recorded(
+        &self,
+        request: &CompletionRequest,
+        timeout: Duration,
+        on_text: &mut (dyn FnMut(&str) + Send),
+        metrics: Option<&Metrics>,
+    ) -> Result<Completion, ProviderError> {
         let _place = self.limiter.acquire().await.map_err(|_| self.closed())?;
+        let mut record = metrics.map(|metrics| CallRecord {
+            metrics,
+            provider: &self.name,
+            started: Instant::now(),
+            outcome: ProviderOutcome::Cancelled,
+        });
+        let outcome = self.stream_timed(request, timeout, on_text).await;
+        if let Some(record) = &mut record {
+            record.outcome = match &outcome {
+                Ok(_) => ProviderOutcome::Ok,
+                Err(error) => ProviderOutcome::Failed(error.kind()),
+            };
+        }
+        outcome
+    }
+
+    async fn stream_timed(
+        &self,
+        request: &CompletionRequest,
+        timeout: Duration,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Completion, ProviderError> {
         match tokio::time::timeout(timeout, self.provider.stream(request, on_text)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(ProviderError::Retryable {
@@ -143,6 +209,7 @@ impl ProviderEntry {
                     timeout.as_secs_f64()
                 ),
                 retry_after: None,
+                kind: FailureKind::Timeout,
             }),
         }
     }
@@ -152,6 +219,7 @@ impl ProviderEntry {
         ProviderError::Retryable {
             message: format!("{}: the provider is shut down", self.name),
             retry_after: None,
+            kind: FailureKind::Connection,
         }
     }
 

@@ -54,18 +54,45 @@ pub enum ProviderError {
     Retryable {
         message: String,
         retry_after: Option<Duration>,
+        kind: FailureKind,
     },
     /// Any other refusal (400, 401, 403, 404, 422, …): trying again cannot help.
-    Permanent { message: String },
+    Permanent { message: String, kind: FailureKind },
+}
+
+/// What went wrong with a provider call, in a few fixed kinds (the
+/// `outcome` label of `taskrunner_provider_requests_total`); the message says
+/// the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// No answer in time (the attempt's timeout, or HTTP 408).
+    Timeout,
+    /// HTTP 429.
+    RateLimited,
+    /// HTTP 5xx or 409, or a failure the provider reported mid-answer.
+    ServerError,
+    /// The provider refused the request (4xx), or no provider would take it.
+    ClientError,
+    /// No connection, or the connection broke before the answer ended.
+    Connection,
+    /// A 2xx that holds no usable answer (unreadable, empty, too large).
+    InvalidResponse,
 }
 
 impl ProviderError {
     /// The message recorded in the task's `error`.
     pub fn message(&self) -> &str {
         match self {
-            ProviderError::Retryable { message, .. } | ProviderError::Permanent { message } => {
+            ProviderError::Retryable { message, .. } | ProviderError::Permanent { message, .. } => {
                 message
             }
+        }
+    }
+
+    /// What kind of failure it was.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            ProviderError::Retryable { kind, .. } | ProviderError::Permanent { kind, .. } => *kind,
         }
     }
 }

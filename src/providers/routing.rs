@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 
 use crate::providers::entry::Claim;
 pub use crate::providers::entry::ProviderEntry;
-use crate::providers::{ModelListError, ProviderError};
+use crate::providers::{FailureKind, ModelListError, ProviderError};
 
 /// A model a deployment can run, and who runs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,10 +52,14 @@ impl Unroutable {
 impl From<Unroutable> for ProviderError {
     fn from(unroutable: Unroutable) -> Self {
         match unroutable {
-            Unroutable::NoProvider { message, .. } => ProviderError::Permanent { message },
+            Unroutable::NoProvider { message, .. } => ProviderError::Permanent {
+                message,
+                kind: FailureKind::ClientError,
+            },
             refused @ Unroutable::ProviderRefused { .. } => ProviderError::Retryable {
                 message: refused.message(),
                 retry_after: None,
+                kind: FailureKind::ClientError,
             },
         }
     }

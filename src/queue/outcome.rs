@@ -53,10 +53,11 @@ impl Verdict {
     /// The verdict for a provider's error on attempt number `attempt`.
     pub fn from_provider_error(error: ProviderError, attempt: i32, backoff: &Backoff) -> Self {
         match error {
-            ProviderError::Permanent { message } => Verdict::Failed { error: message },
+            ProviderError::Permanent { message, .. } => Verdict::Failed { error: message },
             ProviderError::Retryable {
                 message,
                 retry_after,
+                ..
             } => Verdict::Retry {
                 error: message,
                 delay: backoff.delay(attempt, retry_after),

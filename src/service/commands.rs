@@ -25,6 +25,7 @@ pub async fn create_task(
     // Harmless for a delayed task: a worker wakes and finds nothing due.
     state.announce_due_task();
     state.publish(TaskEventType::Created, task.id);
+    state.metrics().task_created(&task.model);
     tracing::info!(task.id = task.id, model = %task.model, "task created");
     Ok(task)
 }

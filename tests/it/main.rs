@@ -13,6 +13,7 @@ mod hostile;
 mod http;
 mod limits;
 mod mcp;
+mod metrics;
 mod migrations;
 mod pagination;
 mod process;

@@ -32,9 +32,10 @@ impl Launch {
         Launch::command("serve").args(["--bind", "127.0.0.1:0"])
     }
 
-    /// `taskrunner worker`.
+    /// `taskrunner worker`, serving its health checks and metrics on any
+    /// free port of 127.0.0.1 (so workers started together never collide).
     pub fn worker() -> Launch {
-        Launch::command("worker")
+        Launch::command("worker").args(["--metrics-bind", "127.0.0.1:0"])
     }
 
     /// `taskrunner mcp`, which speaks MCP on its stdin and stdout.
@@ -250,7 +251,8 @@ impl Process {
         );
     }
 
-    /// The address `serve` listens on (from its "listening" event).
+    /// The address `serve` listens on (from its "listening" event), or a
+    /// worker serves its health checks and metrics on.
     pub async fn address(&self) -> String {
         let event = self
             .wait_for_event(

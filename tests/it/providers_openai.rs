@@ -161,6 +161,7 @@ fn retryable(result: Result<impl std::fmt::Debug, ProviderError>) -> (String, Op
         Err(ProviderError::Retryable {
             message,
             retry_after,
+            ..
         }) => (message, retry_after),
         other => panic!("expected a retryable error, got {other:?}"),
     }
@@ -169,7 +170,7 @@ fn retryable(result: Result<impl std::fmt::Debug, ProviderError>) -> (String, Op
 /// The message of a permanent error; panics on anything else.
 fn permanent(result: Result<impl std::fmt::Debug, ProviderError>) -> String {
     match result {
-        Err(ProviderError::Permanent { message }) => message,
+        Err(ProviderError::Permanent { message, .. }) => message,
         other => panic!("expected a permanent error, got {other:?}"),
     }
 }

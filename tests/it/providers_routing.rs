@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use taskrunner::AppState;
 use taskrunner::providers::config::{ProviderSettings, router_from};
 use taskrunner::providers::routing::{ModelRouter, Unroutable};
-use taskrunner::providers::{CompletionRequest, ProviderError};
+use taskrunner::providers::{CompletionRequest, FailureKind, ProviderError};
 
 use crate::fake_provider::FakeProvider;
 use crate::harness::{TestApp, TestDb, error_code, error_field};
@@ -115,6 +115,7 @@ async fn an_attempt_timeout_ends_the_call_and_closes_its_request() {
         Err(ProviderError::Retryable {
             message: "fake: the attempt timed out after 0.3 s".to_owned(),
             retry_after: None,
+            kind: FailureKind::Timeout,
         })
     );
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::providers::body::{caps, read_capped, size_text};
-use crate::providers::{Completion, CompletionRequest, ModelListError, ProviderError};
+use crate::providers::{Completion, CompletionRequest, FailureKind, ModelListError, ProviderError};
 
 mod refusal;
 mod stream;
@@ -250,13 +250,20 @@ impl OpenAiProvider {
             status,
             provider_message(&body.text()).map_or_else(String::new, |m| format!(": {m}")),
         ));
+        let kind = match status.as_u16() {
+            408 => FailureKind::Timeout,
+            429 => FailureKind::RateLimited,
+            _ if is_retryable(status) => FailureKind::ServerError,
+            _ => FailureKind::ClientError,
+        };
         let error = if is_retryable(status) {
             ProviderError::Retryable {
                 message,
                 retry_after,
+                kind,
             }
         } else {
-            ProviderError::Permanent { message }
+            ProviderError::Permanent { message, kind }
         };
         Err(Failure {
             error,
@@ -313,6 +320,7 @@ impl OpenAiProvider {
                 self.name,
                 size_text(cap)
             ),
+            kind: FailureKind::InvalidResponse,
         }
     }
 
@@ -320,6 +328,7 @@ impl OpenAiProvider {
     fn no_answer(&self) -> ProviderError {
         ProviderError::Permanent {
             message: format!("{}: the provider returned no answer", self.name),
+            kind: FailureKind::InvalidResponse,
         }
     }
 
@@ -333,6 +342,7 @@ impl OpenAiProvider {
                 excerpt(body)
             )),
             retry_after: None,
+            kind: FailureKind::InvalidResponse,
         }
     }
 
@@ -360,6 +370,11 @@ impl OpenAiProvider {
         ProviderError::Retryable {
             message,
             retry_after: None,
+            kind: if error.is_timeout() {
+                FailureKind::Timeout
+            } else {
+                FailureKind::Connection
+            },
         }
     }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::providers::body::caps;
 use crate::providers::openai::{OpenAiProvider, Usage, clamp_to_i32, excerpt};
 use crate::providers::sse::{SseDecoder, SseError};
-use crate::providers::{Completion, ProviderError};
+use crate::providers::{Completion, FailureKind, ProviderError};
 
 /// The data of the event that ends a stream.
 const DONE: &str = "[DONE]";
@@ -92,6 +92,7 @@ impl OpenAiProvider {
                     answer.text.len()
                 ),
                 retry_after: None,
+                kind: FailureKind::Connection,
             });
         }
         self.completed(answer)
@@ -117,6 +118,7 @@ impl OpenAiProvider {
                     self.name
                 )),
                 retry_after: None,
+                kind: FailureKind::ServerError,
             });
         }
         if chunk.usage.is_some() {
@@ -161,6 +163,7 @@ impl OpenAiProvider {
                     self.name
                 ),
                 retry_after: None,
+                kind: FailureKind::InvalidResponse,
             },
         }
     }

@@ -93,13 +93,16 @@ pub async fn unregister(conn: &mut AsyncPgConnection, worker_id: &str) -> QueryR
     .await
 }
 
-/// A task the rescuer handed back (or ended), and its status now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+/// A task the rescuer handed back (or ended), its status now, and its model
+/// (the lost attempt is counted by model).
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 pub struct RescuedTask {
     #[diesel(sql_type = BigInt)]
     pub id: i64,
     #[diesel(sql_type = crate::db::schema::sql_types::TaskStatus)]
     pub status: TaskStatus,
+    #[diesel(sql_type = Text)]
+    pub model: String,
 }
 
 /// The rescue of a lost attempt: the attempt counts and so does the loss; the
@@ -136,7 +139,7 @@ const RESCUE: &str = "UPDATE tasks AS t
          updated_at = now()
      FROM lost
      WHERE t.id = lost.id
-     RETURNING t.id, t.status";
+     RETURNING t.id, t.status, t.model";
 
 /// Running tasks whose worker's lease has lapsed (or whose worker is unknown).
 const LOST: &str = "t.status = 'running'

@@ -28,6 +28,12 @@ pub(super) fn start(
         attempt: task.attempts,
     };
     let (stop, stopped) = oneshot::channel();
+    let model = shared.metrics.model_label(&task.model);
+    // Due to claimed, both by the database's clock.
+    if let Some(started_at) = task.started_at {
+        let waited = (started_at - task.run_at).to_std().unwrap_or_default();
+        shared.metrics.task_claimed(&model, waited);
+    }
     shared.output.begin(attempt);
     shared.in_flight().insert(
         attempt,
@@ -35,11 +41,14 @@ pub(super) fn start(
             stop: Some(stop),
             since: Instant::now(),
             finished: false,
+            model: model.clone(),
+            last: task.attempts >= task.max_attempts,
         },
     );
     let shared = Arc::clone(shared);
     let tracker = shared.attempts.clone();
     tracker.spawn(async move {
+        let began = Instant::now();
         let run = guard_panics(
             attempt.attempt,
             shared.config.backoff,
@@ -56,6 +65,13 @@ pub(super) fn start(
         // with writing this outcome.
         drop(permit);
         shared.output.end(attempt);
+        if let Some(verdict) = &verdict {
+            let tokens = match verdict {
+                Verdict::Succeeded(answer) => (answer.prompt_tokens, answer.completion_tokens),
+                _ => (None, None),
+            };
+            shared.metrics.attempt_ran(&model, began.elapsed(), tokens);
+        }
         match verdict {
             Some(verdict) => {
                 if let Some(running) = shared.in_flight().get_mut(&attempt) {
@@ -98,7 +114,10 @@ async fn call(shared: &Shared, attempt: AttemptId, task: Task) -> Verdict {
     };
     let output = &shared.output;
     let mut on_text = |text: &str| output.write(attempt, text);
-    match entry.stream_within(&request, timeout, &mut on_text).await {
+    let called = entry
+        .stream_measured(&request, timeout, &mut on_text, &shared.metrics)
+        .await;
+    match called {
         Ok(completion) => Verdict::Succeeded(completion),
         Err(error) => Verdict::from_provider_error(error, task.attempts, backoff),
     }

@@ -28,10 +28,11 @@ use tokio_util::task::TaskTracker;
 use crate::config::DatabaseArgs;
 use crate::db::{self, DbConn, DbPool};
 use crate::events::{ChangePublisher, Heard, Listener, TaskEventType};
+use crate::metrics::{AttemptOutcome, Metrics, ModelLabel, PoolName};
 use crate::output::book::OutputBook;
 use crate::output::writer::{self as output_writer, WriterConfig};
 use crate::providers::routing::ModelRouter;
-use crate::queue::outcome::{AttemptId, Backoff, Outcome};
+use crate::queue::outcome::{AttemptId, Backoff, Outcome, Verdict};
 use crate::queue::{CANCEL_CHANNEL, DUE_CHANNEL, store};
 
 /// How a worker runs.
@@ -76,6 +77,10 @@ struct Running {
     since: Instant,
     /// Its outcome is on its way to the database: nothing can stop it now.
     finished: bool,
+    /// Its task's model, as the metrics label it.
+    model: ModelLabel,
+    /// Whether it is the task's last attempt (a retry then ends it FAILED).
+    last: bool,
 }
 
 /// Why a database step did not happen.
@@ -137,6 +142,8 @@ struct Shared {
     attempts: TaskTracker,
     /// What the running attempts have written, for the output writer.
     output: Arc<OutputBook>,
+    /// The process's metrics.
+    metrics: Arc<Metrics>,
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (every
@@ -189,6 +196,34 @@ impl Shared {
         self.wake.notify_one();
     }
 
+    /// Counts the attempts whose outcomes were stored: those of `outcomes`
+    /// whose task is in `written`. Call before they are forgotten.
+    fn count_stored(&self, outcomes: &[Outcome], written: &[i64]) {
+        let written: HashSet<i64> = written.iter().copied().collect();
+        let in_flight = self.in_flight();
+        for outcome in outcomes.iter().filter(|o| written.contains(&o.task_id)) {
+            let Some(running) = in_flight.get(&outcome.attempt_id()) else {
+                continue;
+            };
+            let counted = match &outcome.verdict {
+                Verdict::Succeeded(_) => AttemptOutcome::Succeeded,
+                Verdict::Retry { .. } if running.last => AttemptOutcome::Failed,
+                Verdict::Retry { .. } => AttemptOutcome::Retry,
+                Verdict::Failed { .. } => AttemptOutcome::Failed,
+                Verdict::Cancelled => AttemptOutcome::Cancelled,
+            };
+            self.metrics.attempt_ended(&running.model, counted);
+        }
+    }
+
+    /// Counts an attempt ended FAILED because its outcome could not be stored.
+    fn count_failed(&self, attempt: AttemptId) {
+        if let Some(running) = self.in_flight().get(&attempt) {
+            self.metrics
+                .attempt_ended(&running.model, AttemptOutcome::Failed);
+        }
+    }
+
     /// A connection from the queue's pool (its waits are bounded by the
     /// connection timeout).
     async fn conn(&self) -> Result<DbConn, DbFailure> {
@@ -233,6 +268,18 @@ impl Worker {
         router: Arc<ModelRouter>,
         config: WorkerConfig,
     ) -> anyhow::Result<Worker> {
+        Worker::start_measured(database, router, config, Arc::new(Metrics::new())).await
+    }
+
+    /// Like [`Worker::start`], recording into `metrics` (the process's one
+    /// registry): claims, attempts, provider calls, rescues, its pool and
+    /// its slots.
+    pub async fn start_measured(
+        database: &DatabaseArgs,
+        router: Arc<ModelRouter>,
+        config: WorkerConfig,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Worker> {
         let finished = CancellationToken::new();
         let listener = Listener::start(
             database.database_url.clone(),
@@ -241,7 +288,7 @@ impl Worker {
             finished.clone(),
         )
         .await;
-        Worker::start_with(database, router, config, &listener, finished).await
+        Worker::start_with(database, router, config, &listener, finished, metrics).await
     }
 
     /// Starts a worker on the process's `listener` (which must listen on
@@ -255,7 +302,21 @@ impl Worker {
         config: WorkerConfig,
         listener: &Listener,
     ) -> anyhow::Result<Worker> {
-        Worker::start_with(database, router, config, listener, CancellationToken::new()).await
+        let metrics = Arc::new(Metrics::new());
+        Worker::start_on_measured(database, router, config, listener, metrics).await
+    }
+
+    /// Like [`Worker::start_on`], recording into `metrics` (see
+    /// [`Worker::start_measured`]).
+    pub async fn start_on_measured(
+        database: &DatabaseArgs,
+        router: Arc<ModelRouter>,
+        config: WorkerConfig,
+        listener: &Listener,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Worker> {
+        let finished = CancellationToken::new();
+        Worker::start_with(database, router, config, listener, finished, metrics).await
     }
 
     async fn start_with(
@@ -264,8 +325,12 @@ impl Worker {
         config: WorkerConfig,
         listener: &Listener,
         finished: CancellationToken,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Worker> {
         let pool = db::build_queue_pool(database).context("cannot build the queue's pool")?;
+        let slots = Arc::new(Semaphore::new(config.slots));
+        metrics.watch_pool(PoolName::Queue, pool.clone());
+        metrics.watch_slots(Arc::clone(&slots), config.slots);
         let changes = ChangePublisher::start(pool.clone());
         let id = worker_id();
         tracing::info!(worker = %id, slots = config.slots, lease = ?config.lease, "worker starting");
@@ -274,7 +339,7 @@ impl Worker {
             pool,
             router,
             changes,
-            slots: Arc::new(Semaphore::new(config.slots)),
+            slots,
             config,
             step_timeout: database.statement_timeout() + database.timeout(),
             in_flight: Mutex::new(HashMap::new()),
@@ -285,6 +350,7 @@ impl Worker {
             stopping: CancellationToken::new(),
             attempts: TaskTracker::new(),
             output: Arc::new(OutputBook::default()),
+            metrics,
         });
 
         // Take the lease first: claims are made only under a live lease.

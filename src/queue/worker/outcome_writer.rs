@@ -53,6 +53,7 @@ async fn write(shared: &Shared, outcomes: &[Outcome]) -> Result<(), DbFailure> {
         }
         Err(failure) => return Err(failure),
     };
+    shared.count_stored(outcomes, &written);
     shared
         .changes
         .publish_all(TaskEventType::Updated, written.iter().copied());
@@ -78,7 +79,10 @@ async fn write_isolating(
             .within(store::record_outcomes(conn, &shared.id, part))
             .await
         {
-            Ok(written) => shared.changes.publish_all(TaskEventType::Updated, written),
+            Ok(written) => {
+                shared.count_stored(part, &written);
+                shared.changes.publish_all(TaskEventType::Updated, written);
+            }
             Err(DbFailure::Statement(error)) => {
                 splitter.failed(part, error).map_err(DbFailure::Statement)?
             }
@@ -97,6 +101,7 @@ async fn write_isolating(
         {
             Ok(ended) => {
                 if ended {
+                    shared.count_failed(attempt);
                     shared
                         .changes
                         .publish(TaskEventType::Updated, attempt.task_id);

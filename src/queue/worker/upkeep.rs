@@ -9,6 +9,7 @@ use diesel_async::AsyncPgConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::TaskEventType;
+use crate::metrics::AttemptOutcome;
 use crate::queue::store::{self, Splitter};
 use crate::queue::worker::{DbFailure, Shared};
 
@@ -97,6 +98,10 @@ async fn rescue(shared: &Shared, conn: &mut AsyncPgConnection, unrescuable: &mut
         }
         Err(failure) => return warn_failed(&failure),
     };
+    for task in &rescued {
+        let model = shared.metrics.model_label(&task.model);
+        shared.metrics.attempt_ended(&model, AttemptOutcome::Lost);
+    }
     if !rescued.is_empty() {
         shared
             .changes

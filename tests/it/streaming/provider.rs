@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use taskrunner::providers::openai::{OpenAiConfig, OpenAiProvider};
-use taskrunner::providers::{Completion, CompletionRequest, ProviderError};
+use taskrunner::providers::{Completion, CompletionRequest, FailureKind, ProviderError};
 
 use crate::fake_provider::FakeProvider;
 
@@ -110,6 +110,7 @@ async fn a_stream_that_ends_before_the_answer_is_a_failure_that_may_pass() {
             Err(ProviderError::Retryable {
                 message,
                 retry_after: None,
+                ..
             }) => assert!(message.contains(expected), "{prompt}: {message}"),
             other => panic!("{prompt}: expected a failure that may pass, got {other:?}"),
         }
@@ -126,6 +127,7 @@ async fn refusals_are_classified_as_before_when_asking_for_a_stream() {
         Err(ProviderError::Retryable {
             message: "fake: HTTP 429 Too Many Requests: fake provider says 429".to_owned(),
             retry_after: Some(Duration::from_secs(3)),
+            kind: FailureKind::RateLimited,
         })
     );
     let (_, outcome) = stream(&fake, "status:400").await;
@@ -144,7 +146,8 @@ async fn an_event_that_never_ends_is_refused_at_the_answer_cap() {
         outcome,
         Err(ProviderError::Permanent {
             message: "fake: the provider's answer is larger than 8 MiB, the most taskrunner reads"
-                .to_owned()
+                .to_owned(),
+            kind: FailureKind::InvalidResponse,
         })
     );
 }
