@@ -442,15 +442,40 @@ fn each_service_runs_a_command_the_binary_has_with_variables_it_reads() {
             None => {
                 assert!(
                     ports.is_empty(),
-                    "{context}: serves no HTTP, publishes no port"
+                    "{context}: serves no API, publishes no port"
                 );
                 assert!(
                     service.get("container_name").is_none(),
                     "{context}: a fixed name stops --scale"
                 );
+                let Some(Command::Worker(worker)) = &cli.command else {
+                    panic!("{context}: runs neither serve nor worker: {argv:?}");
+                };
                 assert!(
-                    disabled,
-                    "{context}: serves no HTTP, so the image's health check of /healthz must be disabled"
+                    worker.metrics_bind.ip().is_unspecified(),
+                    "{context}: metrics on {}, which Prometheus in another container cannot reach",
+                    worker.metrics_bind
+                );
+                assert!(
+                    !disabled,
+                    "{context}: a worker serves /healthz beside its metrics, so its health check runs"
+                );
+                let test = service_check(service).unwrap_or_else(|| {
+                    panic!("{context}: the image's check asks the API's port, which a worker does not serve")
+                });
+                assert_eq!(test[0], "CMD", "{context}: the image has no shell");
+                assert_eq!(test[1], image.binary, "{context}: checks with the binary");
+                let url = health_url(&context, &test[1..], &env);
+                let host = url.host_str().unwrap_or_default();
+                assert!(
+                    ["127.0.0.1", "[::1]", "localhost"].contains(&host),
+                    "{context}: the health check asks {url}, not its own container"
+                );
+                assert_eq!(
+                    url.port_or_known_default(),
+                    Some(worker.metrics_bind.port()),
+                    "{context}: the health check asks {url}, but the worker serves on {}",
+                    worker.metrics_bind
                 );
             }
         }
