@@ -142,7 +142,7 @@ cdn=http://$(sed -n 's/^listening //p' "$work/cdn.log")
 pids+=($!)
 wait_for_line "$work/serve.log" '"address":"' "taskrunner serve"
 base=http://$(grep -o '"address":"[^"]*"' "$work/serve.log" | head -n 1 | cut -d'"' -f4)
-"${run_env[@]}" "$binary" worker --log-format json --workers 8 >"$work/worker.log" 2>&1 &
+"${run_env[@]}" "$binary" worker --log-format json --workers 8 --metrics-bind 127.0.0.1:0 >"$work/worker.log" 2>&1 &
 pids+=($!)
 wait_for_line "$work/worker.log" 'worker starting' "taskrunner worker"
 say "serving at $base; GraphiQL's files from $cdn"
