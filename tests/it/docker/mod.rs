@@ -12,6 +12,7 @@ mod dockerfile;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory, Parser};
@@ -217,8 +218,8 @@ fn health_url(context: &str, argv: &[String], env: &BTreeMap<String, Option<Stri
     taskrunner::healthcheck::target(args).unwrap_or_else(|e| panic!("{context}: {e}"))
 }
 
-/// A health check asks its own container, on the port `serve` binds.
-fn assert_asks_its_server(context: &str, url: &Url, serve: &ServeArgs) {
+/// A health check asks its own container, on the port its process binds.
+fn assert_asks_its_own(context: &str, url: &Url, bind: SocketAddr) {
     let host = url.host_str().unwrap_or_default();
     assert!(
         ["127.0.0.1", "[::1]", "localhost"].contains(&host),
@@ -226,9 +227,8 @@ fn assert_asks_its_server(context: &str, url: &Url, serve: &ServeArgs) {
     );
     assert_eq!(
         url.port_or_known_default(),
-        Some(serve.bind.port()),
-        "{context}: the health check asks {url}, but serve listens on {}",
-        serve.bind
+        Some(bind.port()),
+        "{context}: the health check asks {url}, but the process listens on {bind}"
     );
 }
 
@@ -341,7 +341,7 @@ fn the_images_command_lines_variables_and_port_are_the_binarys() {
         "EXPOSE is the port serve binds"
     );
     let url = health_url("the image", &image.healthcheck, &image.env);
-    assert_asks_its_server("the image", &url, serve);
+    assert_asks_its_own("the image", &url, serve.bind);
 }
 
 /// A service that runs the image built from docker/Dockerfile.
@@ -437,7 +437,7 @@ fn each_service_runs_a_command_the_binary_has_with_variables_it_reads() {
                 };
                 assert_eq!(check[0], image.binary, "{context}: checks with the binary");
                 let url = health_url(&context, &check, &env);
-                assert_asks_its_server(&context, &url, serve);
+                assert_asks_its_own(&context, &url, serve.bind);
             }
             None => {
                 assert!(
@@ -466,17 +466,7 @@ fn each_service_runs_a_command_the_binary_has_with_variables_it_reads() {
                 assert_eq!(test[0], "CMD", "{context}: the image has no shell");
                 assert_eq!(test[1], image.binary, "{context}: checks with the binary");
                 let url = health_url(&context, &test[1..], &env);
-                let host = url.host_str().unwrap_or_default();
-                assert!(
-                    ["127.0.0.1", "[::1]", "localhost"].contains(&host),
-                    "{context}: the health check asks {url}, not its own container"
-                );
-                assert_eq!(
-                    url.port_or_known_default(),
-                    Some(worker.metrics_bind.port()),
-                    "{context}: the health check asks {url}, but the worker serves on {}",
-                    worker.metrics_bind
-                );
+                assert_asks_its_own(&context, &url, worker.metrics_bind);
             }
         }
         check_database(&compose, service, &env);
