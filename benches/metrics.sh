@@ -8,7 +8,7 @@
 #
 # Settings (environment): BASELINE (required), DATABASE_URL (default
 # postgres://postgres@127.0.0.1:5432/taskrunner_bench), PORT (8089), ROUNDS
-# (3), CONCURRENCY (32), SECONDS_PER_RUN (10), WARMUP (2), ROWS (100000),
+# (3; 0 for the scrape alone), CONCURRENCY (32), SECONDS_PER_RUN (10), WARMUP (2), ROWS (100000),
 # SCRAPE_ROWS (1000000), SCRAPES (30: scrapes 1.1 s apart, each past the
 # gauges' one-second cache), CARGO_TARGET_DIR (target), LOG_DIR
 # ($CARGO_TARGET_DIR/bench-logs).
@@ -68,7 +68,7 @@ start_server() {
 
 # The requests per second bench_api printed for a scenario.
 rate_of() {
-    awk -v label="$2" 'index($0, label) == 1 { print $(NF - 3) }' "$1"
+    awk -v label="$2" 'index($0, label) == 1 { print $(NF - 3); exit }' "$1"
 }
 
 declare -A results
@@ -84,7 +84,7 @@ for round in $(seq "$rounds"); do
             --rows "$rows" --reseed --server-pid "$server_pid" \
             --scenarios first,create >"$out"
         stop_server
-        first=$(rate_of "$out" "first page")
+        first=$(rate_of "$out" "tasks(first: 20)")
         create=$(rate_of "$out" "createTask")
         results[$build,first]+="$first "
         results[$build,create]+="$create "
@@ -94,8 +94,9 @@ done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 echo
-echo "== medians of $rounds rounds (req/s)"
+[[ $rounds -gt 0 ]] && echo "== medians of $rounds rounds (req/s)"
 for scenario in first create; do
+    [[ $rounds -gt 0 ]] || break
     base=$(median <<<"${results[baseline,$scenario]}")
     with=$(median <<<"${results[metrics,$scenario]}")
     awk -v s="$scenario" -v b="$base" -v m="$with" \

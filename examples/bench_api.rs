@@ -220,6 +220,7 @@ impl Scenario {
 async fn run(options: &Options) -> anyhow::Result<()> {
     let database = connect(&options.database_url).await?;
     let rows = seed(&database, options.rows, options.reseed).await?;
+    fold_counts(&options.database_url).await?;
     let deep_cursor = deep_cursor(&database, rows).await?;
     let some_task: i64 = database
         .query_one("SELECT min(id) FROM tasks", &[])
@@ -502,7 +503,8 @@ async fn seed(database: &tokio_postgres::Client, rows: i64, reseed: bool) -> any
         // TRUNCATE fires no DELETE trigger, so the per-status counts go too.
         database
             .batch_execute(
-                "TRUNCATE tasks, task_partial_results, task_status_counts RESTART IDENTITY",
+                "TRUNCATE tasks, task_partial_results, task_status_counts, task_status_deltas \
+                 RESTART IDENTITY",
             )
             .await
             .context("could not empty the tasks table (has the server migrated it?)")?;
@@ -534,6 +536,19 @@ async fn seed(database: &tokio_postgres::Client, rows: i64, reseed: bool) -> any
         .await
         .context("could not count tasks")?
         .get(0))
+}
+
+/// Folds the status counters' deltas the seed's inserts appended, as a
+/// deployment's workers do every second: a table at rest has them folded, and
+/// a `--workers 0` server under test folds none.
+async fn fold_counts(database_url: &str) -> anyhow::Result<()> {
+    let mut conn = taskrunner::db::establish(database_url, Duration::from_secs(10))
+        .await
+        .context("could not connect to fold the status counters")?;
+    taskrunner::queue::store::fold_status_counts(&mut conn)
+        .await
+        .context("could not fold the status counters")?;
+    Ok(())
 }
 
 /// Rows `$1..=$2` of a realistic table: row `$2` is the newest, created just now.
