@@ -33,6 +33,17 @@ pub enum ApiError {
         status: TaskStatus,
         action: &'static str,
     },
+    /// No valid token came with the request (missing, unknown, expired or
+    /// revoked); the message says which in words that reveal no secret.
+    Unauthenticated(&'static str),
+    /// The token is valid but its role does not allow this.
+    Forbidden(&'static str),
+    /// The tenant is over one of its quotas; it may try again after
+    /// `retry_after_seconds`.
+    RateLimited {
+        message: String,
+        retry_after_seconds: u64,
+    },
     /// The database cannot be reached now; the client may try again.
     ServiceUnavailable,
     /// The provider that would run the task refuses to work as configured
@@ -62,6 +73,8 @@ impl ApiError {
             ApiError::Conflict { id, status, action } => {
                 format!("task {id} is {}; {action}", status.as_str().to_uppercase())
             }
+            ApiError::Unauthenticated(why) | ApiError::Forbidden(why) => (*why).to_owned(),
+            ApiError::RateLimited { message, .. } => message.clone(),
             ApiError::ServiceUnavailable => {
                 "the database is unavailable; try again shortly".to_owned()
             }
@@ -79,6 +92,9 @@ impl ApiError {
             ApiError::BadUserInput { .. } => "BAD_USER_INPUT",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict { .. } => "CONFLICT",
+            ApiError::Unauthenticated(_) => "UNAUTHENTICATED",
+            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::RateLimited { .. } => "RATE_LIMITED",
             ApiError::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ApiError::ProviderUnavailable { .. } => "PROVIDER_UNAVAILABLE",
             ApiError::QueryTimeout => "QUERY_TIMEOUT",
@@ -152,10 +168,20 @@ impl From<ApiError> for async_graphql::Error {
             ApiError::BadUserInput { field, .. } => Some(field.clone()),
             _ => None,
         };
+        let retry_after = match &error {
+            ApiError::RateLimited {
+                retry_after_seconds,
+                ..
+            } => Some(*retry_after_seconds),
+            _ => None,
+        };
         async_graphql::Error::new(error.message()).extend_with(|_, extensions| {
             extensions.set("code", code);
             if let Some(field) = &field {
                 extensions.set("field", field.as_str());
+            }
+            if let Some(seconds) = retry_after {
+                extensions.set("retryAfterSeconds", seconds);
             }
         })
     }

@@ -5,6 +5,7 @@
 //! the parts fit together.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -21,5 +22,6 @@ pub mod server;
 pub mod service;
 pub mod tasks;
 pub mod telemetry;
+pub mod tenants;
 
 pub use app::AppState;

@@ -80,6 +80,7 @@ async fn serve_until_shutdown(args: ServeArgs, shutdown: &CancellationToken) -> 
         mcp: crate::mcp::HttpSettings {
             allowed_hosts: mcp_allowed_hosts,
             shutdown: shutdown.child_token(),
+            fallback: Some(crate::auth::Principal::operator()),
         },
     };
     let http = tokio::spawn(
@@ -215,7 +216,8 @@ async fn mcp_until_shutdown(args: McpArgs, shutdown: CancellationToken) -> anyho
     )
     .await;
     state.listen_on(&notifications);
-    let served = crate::mcp::serve_stdio(state.clone(), shutdown).await;
+    let served =
+        crate::mcp::serve_stdio(state.clone(), crate::auth::Principal::operator(), shutdown).await;
     state.flush_events(Duration::from_secs(1)).await;
     served
 }

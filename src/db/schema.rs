@@ -34,6 +34,23 @@ diesel::table! {
         worker_id -> Nullable<Text>,
         cancel_requested -> Bool,
         lost_attempts -> Int4,
+        tenant -> Text,
+        idempotency_key -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    api_tokens (id) {
+        id -> Int8,
+        tenant -> Text,
+        role -> Text,
+        name -> Nullable<Text>,
+        prefix -> Text,
+        secret_hash -> Bytea,
+        created_at -> Timestamptz,
+        expires_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+        last_used_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -49,9 +66,21 @@ diesel::table! {
     use diesel::sql_types::*;
     use super::sql_types::TaskStatus;
 
-    task_status_counts (status) {
+    task_status_counts (tenant, status) {
         status -> TaskStatus,
         n -> Int8,
+        tenant -> Text,
+    }
+}
+
+diesel::table! {
+    tenants (name) {
+        name -> Text,
+        max_pending -> Nullable<Int4>,
+        creates_per_minute -> Nullable<Int4>,
+        creates_due_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
     }
 }
 
@@ -64,11 +93,14 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(api_tokens -> tenants (tenant));
 diesel::joinable!(task_partial_results -> tasks (task_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    api_tokens,
     task_partial_results,
     task_status_counts,
     tasks,
+    tenants,
     workers,
 );

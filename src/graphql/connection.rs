@@ -7,8 +7,9 @@ use async_graphql::{Context, Object};
 use crate::error::ApiError;
 use crate::graphql::budget;
 use crate::graphql::types::TaskNode;
-use crate::tasks::listing::{TaskFilter, TaskOrderField};
-use crate::tasks::{listing, store};
+use crate::service::TaskList;
+use crate::tasks::listing::TaskFilter;
+use crate::tasks::{Scope, listing, store};
 
 /// An edge of the task list: a task and its cursor.
 pub type TaskEdge = Edge<String, TaskNode, EmptyFields>;
@@ -19,11 +20,19 @@ pub struct TaskConnection {
     has_previous_page: bool,
     has_next_page: bool,
     filter: TaskFilter,
+    scope: Scope,
 }
 
 impl TaskConnection {
-    /// The connection for one page, listed in `field` order under `filter`.
-    pub fn new(page: listing::Page, field: TaskOrderField, filter: TaskFilter) -> Self {
+    /// The connection for one page of a list.
+    pub fn new(list: TaskList) -> Self {
+        let TaskList {
+            page,
+            order,
+            filter,
+            scope,
+        } = list;
+        let field = order.field;
         let edges = page
             .tasks
             .into_iter()
@@ -37,6 +46,7 @@ impl TaskConnection {
             has_previous_page: page.has_previous_page,
             has_next_page: page.has_next_page,
             filter,
+            scope,
         }
     }
 }
@@ -66,13 +76,14 @@ impl TaskConnection {
         self.edges.iter().map(|edge| &edge.node).collect()
     }
 
-    /// How many tasks match the filter, across all pages. Counted only when asked for.
+    /// How many tasks match the filter, across all pages (of the tenant's
+    /// tasks, for a token that is not an admin's). Counted only when asked for.
     // A count visits every matching task: it is priced far above a field (see
     // `MAX_COMPLEXITY`), and `tasks` reads this mark to charge it.
     #[graphql(complexity = "super::TOTAL_COUNT_MARK")]
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
         let mut conn = budget::connection(ctx).await?;
-        Ok(store::count(&mut conn, &self.filter)
+        Ok(store::count(&mut conn, &self.scope, &self.filter)
             .await
             .map_err(ApiError::from)?)
     }

@@ -18,6 +18,8 @@ use async_graphql::{
 };
 
 use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::ApiError;
 use crate::metrics::{Metrics, OperationType};
 pub use connection::TaskConnection;
 pub use mutation::MutationRoot;
@@ -197,6 +199,14 @@ pub fn give_code(error: &mut ServerError) {
     if extensions.get("code").is_none() {
         extensions.set("code", VALIDATION_FAILED);
     }
+}
+
+/// Who the request acts as: the principal the HTTP or WebSocket layer put
+/// in its data after checking its token. A request without one is refused,
+/// so a transport that forgot to authenticate fails closed.
+pub fn principal<'a>(ctx: &async_graphql::Context<'a>) -> Result<&'a Principal, ApiError> {
+    ctx.data_opt::<Principal>()
+        .ok_or(ApiError::Unauthenticated("a bearer token is required"))
 }
 
 /// The code of errors the GraphQL engine raises before any resolver runs: a

@@ -5,6 +5,7 @@ use async_graphql::{Context, ID, Object};
 
 use crate::app::AppState;
 use crate::graphql::budget::RequestBudget;
+use crate::graphql::principal;
 use crate::graphql::types::{CreateTaskInput, TaskNode, UpdateTaskInput};
 use crate::service;
 
@@ -22,7 +23,8 @@ impl MutationRoot {
         #[graphql(desc = "The task to create.")] input: CreateTaskInput,
     ) -> async_graphql::Result<TaskNode> {
         let state = ctx.data::<AppState>()?;
-        let task = service::create_task(state, &RequestBudget(ctx), input.into()).await?;
+        let task =
+            service::create_task(state, &RequestBudget(ctx), principal(ctx)?, input.into()).await?;
         Ok(TaskNode(task))
     }
 
@@ -34,7 +36,14 @@ impl MutationRoot {
         #[graphql(desc = "The fields to change.")] input: UpdateTaskInput,
     ) -> async_graphql::Result<TaskNode> {
         let state = ctx.data::<AppState>()?;
-        let task = service::update_task(state, &RequestBudget(ctx), &id, input.into()).await?;
+        let task = service::update_task(
+            state,
+            &RequestBudget(ctx),
+            principal(ctx)?,
+            &id,
+            input.into(),
+        )
+        .await?;
         Ok(TaskNode(task))
     }
 
@@ -47,7 +56,7 @@ impl MutationRoot {
         #[graphql(desc = "The task's id.")] id: ID,
     ) -> async_graphql::Result<TaskNode> {
         let state = ctx.data::<AppState>()?;
-        let task = service::cancel_task(state, &RequestBudget(ctx), &id).await?;
+        let task = service::cancel_task(state, &RequestBudget(ctx), principal(ctx)?, &id).await?;
         Ok(TaskNode(task))
     }
 
@@ -59,7 +68,7 @@ impl MutationRoot {
         #[graphql(desc = "The task's id.")] id: ID,
     ) -> async_graphql::Result<TaskNode> {
         let state = ctx.data::<AppState>()?;
-        let task = service::retry_task(state, &RequestBudget(ctx), &id).await?;
+        let task = service::retry_task(state, &RequestBudget(ctx), principal(ctx)?, &id).await?;
         Ok(TaskNode(task))
     }
 
@@ -70,7 +79,8 @@ impl MutationRoot {
         #[graphql(desc = "The task's id.")] id: ID,
     ) -> async_graphql::Result<ID> {
         let state = ctx.data::<AppState>()?;
-        let deleted = service::delete_task(state, &RequestBudget(ctx), &id).await?;
+        let deleted =
+            service::delete_task(state, &RequestBudget(ctx), principal(ctx)?, &id).await?;
         Ok(ID(deleted.to_string()))
     }
 }

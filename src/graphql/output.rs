@@ -7,6 +7,7 @@ use futures_util::stream::StreamExt;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::graphql::principal;
 use crate::output::{AnswerChunk, follow};
 use crate::tasks::validation::parse_task_id;
 
@@ -49,7 +50,7 @@ impl OutputSubscriptions {
     /// the retry's answer from its start (a new `attempt`). The last chunk
     /// has `done: true`: on success it completes the stored `result`. A
     /// finished task gives one chunk, its whole result (empty if it has
-    /// none). NOT_FOUND if there is no such task.
+    /// none). NOT_FOUND if there is no such task (or it is another tenant's).
     async fn task_output(
         &self,
         ctx: &Context<'_>,
@@ -57,7 +58,7 @@ impl OutputSubscriptions {
     ) -> async_graphql::Result<impl Stream<Item = TaskOutputChunk> + use<>> {
         let id = parse_task_id(&id).map_err(ApiError::from)?;
         let state = ctx.data::<AppState>()?;
-        let chunks = follow::follow(state, id).await?;
+        let chunks = follow::follow(state, &principal(ctx)?.scope(), id).await?;
         Ok(chunks.map(TaskOutputChunk::from))
     }
 }

@@ -5,6 +5,7 @@ use async_graphql::{Context, ID, Object};
 use crate::app::AppState;
 use crate::graphql::budget::RequestBudget;
 use crate::graphql::connection::TaskConnection;
+use crate::graphql::principal;
 use crate::graphql::types::{ModelInfo, TaskFilterInput, TaskNode, TaskOrderInput, TaskStats};
 use crate::service::{self, ListArguments};
 use crate::tasks::listing::{DEFAULT_PAGE_SIZE, FilterFields, MAX_PAGE_SIZE, TaskOrder};
@@ -16,13 +17,14 @@ pub struct QueryRoot;
 /// Reading tasks.
 #[Object(name = "Query")]
 impl QueryRoot {
-    /// One task by id; null when no task has that id.
+    /// One task by id; null when no task has that id (or the task is another
+    /// tenant's).
     async fn task(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The task's id.")] id: ID,
     ) -> async_graphql::Result<Option<TaskNode>> {
-        let task = service::find_task(&RequestBudget(ctx), &id).await?;
+        let task = service::find_task(&RequestBudget(ctx), principal(ctx)?, &id).await?;
         Ok(task.map(TaskNode))
     }
 
@@ -67,19 +69,15 @@ impl QueryRoot {
             before,
             wants_page_info,
         };
-        let list = service::list_tasks(&RequestBudget(ctx), arguments).await?;
-        Ok(TaskConnection::new(
-            list.page,
-            list.order.field,
-            list.filter,
-        ))
+        let list = service::list_tasks(&RequestBudget(ctx), principal(ctx)?, arguments).await?;
+        Ok(TaskConnection::new(list))
     }
 
     /// How many tasks are in each state, and how long the oldest due task has
     /// waited. Cheap however many tasks there are (counters kept by triggers).
     #[graphql(complexity = "super::TASK_STATS_COST + child_complexity")]
     async fn task_stats(&self, ctx: &Context<'_>) -> async_graphql::Result<TaskStats> {
-        let stats = service::task_stats(&RequestBudget(ctx)).await?;
+        let stats = service::task_stats(&RequestBudget(ctx), principal(ctx)?).await?;
         Ok(TaskStats::from(stats))
     }
 

@@ -12,6 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::events::{TaskEventType, TaskWatch, Watched};
+use crate::graphql::principal;
 use crate::graphql::types::{TaskFilterInput, TaskNode};
 use crate::tasks::listing::FilterFields;
 use crate::tasks::validation::parse_task_id;
@@ -50,7 +51,7 @@ impl TaskSubscriptions {
     /// The task as it is now, then again after every change to it. Completes
     /// after a final status (SUCCEEDED, FAILED, CANCELLED), or once the task
     /// is deleted (after sending its last state). NOT_FOUND if there is no
-    /// such task. A subscriber slower than the changes gets the latest state,
+    /// such task (or it is another tenant's). A subscriber slower than the changes gets the latest state,
     /// not every state in between.
     async fn task_updated(
         &self,
@@ -58,11 +59,14 @@ impl TaskSubscriptions {
         #[graphql(desc = "The task's id.")] id: ID,
     ) -> async_graphql::Result<impl Stream<Item = TaskNode> + use<>> {
         let id = parse_task_id(&id).map_err(ApiError::from)?;
+        let scope = principal(ctx)?.scope();
         let state = ctx.data::<AppState>()?;
-        // Watch before reading, so no change between the two is missed.
+        // Watch before reading, so no change between the two is missed. A
+        // task's tenant never changes: once the read finds it within the
+        // scope, every later state of it is too.
         let watch = state.events().watch_task(id);
         let mut conn = state.db().await?;
-        let task = store::find(&mut conn, id)
+        let task = store::find(&mut conn, &scope, id)
             .await
             .map_err(ApiError::from)?
             .ok_or(ApiError::NotFound(id))?;
@@ -111,7 +115,7 @@ impl TaskSubscriptions {
     }
 
     /// Every change to any task that matches the filter (all tasks without
-    /// one): created, updated (claimed, retried, finished, cancelled,
+    /// one; only its own tenant's for a token that is not an admin's): created, updated (claimed, retried, finished, cancelled,
     /// changed) and deleted, for dashboards. A subscriber thousands of events
     /// behind skips the oldest it has not read.
     async fn task_events(
@@ -122,13 +126,15 @@ impl TaskSubscriptions {
         let filter = FilterFields::from(filter.unwrap_or_default())
             .into_filter()
             .map_err(ApiError::from)?;
+        let scope = principal(ctx)?.scope();
         let changes = ctx.data::<AppState>()?.events().all_changes();
         Ok(stream::unfold(changes, move |mut changes| {
             let filter = filter.clone();
+            let scope = scope.clone();
             async move {
                 loop {
                     match changes.recv().await {
-                        Ok(event) if filter.matches(&event.task) => {
+                        Ok(event) if scope.contains(&event.task) && filter.matches(&event.task) => {
                             let event = TaskEvent {
                                 kind: event.kind,
                                 task: TaskNode(Arc::unwrap_or_clone(event.task)),

@@ -116,6 +116,11 @@ impl TaskNode {
     async fn completion_tokens(&self) -> Option<i32> {
         self.0.completion_tokens
     }
+    /// The tenant the task belongs to: the tenant of the token that created
+    /// it (`default` when tokens are off).
+    async fn tenant(&self) -> &str {
+        &self.0.tenant
+    }
     /// The worker running the task, while it is RUNNING.
     async fn worker_id(&self) -> Option<&str> {
         self.0.worker_id.as_deref()
@@ -151,6 +156,11 @@ pub struct CreateTaskInput {
     pub temperature: Option<f64>,
     /// The most tokens the answer may have, 1 to 1,000,000.
     pub max_tokens: Option<i32>,
+    /// A key (1 to 200 characters) that makes this create safe to repeat:
+    /// another create with the same key, by the same tenant, returns the task
+    /// the first one made (the same id; no second task), even when the two
+    /// race.
+    pub idempotency_key: Option<String>,
 }
 
 impl From<CreateTaskInput> for TaskFields {
@@ -165,6 +175,7 @@ impl From<CreateTaskInput> for TaskFields {
             temperature: input.temperature,
             max_tokens: input.max_tokens,
             timeout_seconds: input.timeout_seconds,
+            idempotency_key: input.idempotency_key,
         }
     }
 }
@@ -210,6 +221,9 @@ pub struct TaskFilterInput {
     pub created_after: Option<DateTime<Utc>>,
     /// Only tasks created strictly before this instant.
     pub created_before: Option<DateTime<Utc>>,
+    /// Only tasks of this tenant. A token that is not an admin's sees its
+    /// own tenant's tasks only, whatever this says.
+    pub tenant: Option<String>,
 }
 
 impl From<TaskFilterInput> for FilterFields {
@@ -221,6 +235,7 @@ impl From<TaskFilterInput> for FilterFields {
             max_priority: input.max_priority,
             created_after: input.created_after,
             created_before: input.created_before,
+            tenant: input.tenant,
         }
     }
 }

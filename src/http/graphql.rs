@@ -102,6 +102,7 @@ async fn execute(
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let request = request.data(crate::auth::Principal::operator());
     let mut response = state.schema.execute(request).await;
     for error in &mut response.errors {
         label(error, &request_id);

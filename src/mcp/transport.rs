@@ -13,6 +13,7 @@ use tokio::io::{AsyncWriteExt, ReadHalf, SimplexStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
+use crate::auth::Principal;
 use crate::mcp::TaskRunnerMcp;
 
 /// The `Host` names `/mcp` answers unless configured otherwise, with any port:
@@ -30,6 +31,10 @@ pub struct HttpSettings {
     /// `wait_for_task` would otherwise hold the graceful shutdown for its
     /// whole timeout).
     pub shutdown: CancellationToken,
+    /// Who a request acts as when the layers before `/mcp` named no
+    /// principal: the operator when tokens are off, nobody (refused) when
+    /// they are on.
+    pub fallback: Option<Principal>,
 }
 
 impl Default for HttpSettings {
@@ -37,6 +42,7 @@ impl Default for HttpSettings {
         HttpSettings {
             allowed_hosts: DEFAULT_ALLOWED_HOSTS.map(String::from).to_vec(),
             shutdown: CancellationToken::new(),
+            fallback: Some(Principal::operator()),
         }
     }
 }
@@ -57,6 +63,7 @@ pub fn http_service(
     let HttpSettings {
         allowed_hosts,
         shutdown,
+        fallback,
     } = settings;
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
@@ -67,7 +74,7 @@ pub fn http_service(
     } else {
         config.with_allowed_hosts(allowed_hosts)
     };
-    let prototype = TaskRunnerMcp::new(state);
+    let prototype = TaskRunnerMcp::new(state, fallback);
     StreamableHttpService::new(
         move || Ok(prototype.clone()),
         Arc::new(NeverSessionManager::default()),
@@ -75,12 +82,16 @@ pub fn http_service(
     )
 }
 
-/// Serves MCP on stdin and stdout until the client closes stdin or
-/// `shutdown` is cancelled. Nothing else may write to stdout meanwhile: logs
-/// go to stderr.
-pub async fn serve_stdio(state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Serves MCP on stdin and stdout, acting as `principal`, until the client
+/// closes stdin or `shutdown` is cancelled. Nothing else may write to stdout
+/// meanwhile: logs go to stderr.
+pub async fn serve_stdio(
+    state: AppState,
+    principal: Principal,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let stdin = stdin_on_a_thread().context("could not start reading stdin")?;
-    let running = match TaskRunnerMcp::new(state)
+    let running = match TaskRunnerMcp::new(state, Some(principal))
         .serve_with_ct((stdin, tokio::io::stdout()), shutdown)
         .await
     {

@@ -13,6 +13,7 @@ use rmcp::service::{Peer, RequestContext};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::app::AppState;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::events::Watched;
 use crate::service;
@@ -34,6 +35,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// the server is shutting down).
 pub async fn wait_for_task(
     state: &AppState,
+    principal: &Principal,
     id: &str,
     timeout_seconds: Option<i32>,
     request: &RequestContext<RoleServer>,
@@ -43,7 +45,7 @@ pub async fn wait_for_task(
     let deadline = Instant::now() + within;
     // Watch before reading, so no change between the two is missed.
     let mut watch = state.events().watch_task(task_id);
-    let mut task = service::get_task(state, id).await?;
+    let mut task = service::get_task(state, principal, id).await?;
     let mut progress = Progress::new(request, within);
     if !task.status.is_final() {
         progress.report(&task).await;

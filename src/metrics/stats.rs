@@ -49,7 +49,9 @@ impl StatsCache {
         self.queries.inc();
         let read = async {
             let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-            store::stats(&mut conn).await.map_err(|e| e.to_string())
+            store::stats(&mut conn, &crate::tasks::Scope::All)
+                .await
+                .map_err(|e| e.to_string())
         };
         let stats = match tokio::time::timeout(STATS_TIMEOUT, read).await {
             Ok(Ok(stats)) => Some(stats),

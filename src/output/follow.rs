@@ -22,6 +22,7 @@ use crate::events::{TaskWatch, Watched};
 use crate::output::hub::{Next, OutputFollower, Piece};
 use crate::output::store;
 use crate::queue::AttemptId;
+use crate::tasks::Scope;
 use crate::tasks::{Task, TaskStatus};
 
 /// A piece of a task's answer, as a subscriber gets it.
@@ -53,17 +54,18 @@ struct Reader {
     finished: bool,
 }
 
-/// Follows task `task_id`'s answer. NOT_FOUND if there is no such task; a
-/// final task gives one chunk, its whole result, marked done.
+/// Follows task `task_id`'s answer. NOT_FOUND if there is no such task
+/// within `scope`; a final task gives one chunk, its whole result, marked done.
 pub async fn follow(
     state: &AppState,
+    scope: &Scope,
     task_id: i64,
 ) -> Result<impl Stream<Item = AnswerChunk> + use<>, ApiError> {
     // Follow before reading, so that nothing between the two is missed.
     let watch = state.events().watch_task(task_id);
     let follower = state.output().follow(task_id);
     let mut conn = state.db().await?;
-    let task = crate::tasks::store::find(&mut conn, task_id)
+    let task = crate::tasks::store::find(&mut conn, scope, task_id)
         .await?
         .ok_or(ApiError::NotFound(task_id))?;
     let mut reader = Reader {

@@ -4,6 +4,7 @@
 use diesel::QueryResult;
 
 use crate::app::AppState;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::events::TaskEventType;
 use crate::service::Connections;
@@ -12,16 +13,29 @@ use crate::tasks::store::{self, Outcome};
 use crate::tasks::validation::{TaskFields, parse_task_id};
 
 /// Queues a new task, PENDING, and wakes the workers.
+///
+/// With an idempotency key its tenant used before, creates nothing and
+/// returns the task that key first created.
 pub async fn create_task(
     state: &AppState,
     connections: &impl Connections,
+    principal: &Principal,
     fields: TaskFields,
 ) -> Result<Task, ApiError> {
-    let new_task = fields.into_new_task()?;
+    principal.check_may_write()?;
+    let new_task = fields.into_new_task(principal.tenant())?;
     state.check_model_is_served(&new_task.model)?;
     let mut conn = connections.connection().await?;
-    let task = store::insert(&mut conn, &new_task).await?;
+    crate::tenants::admit_creates(&mut conn, &new_task.tenant, 1).await?;
+    let (task, created) = store::insert(&mut conn, &new_task).await?;
     drop(conn);
+    if !created {
+        tracing::info!(
+            task.id = task.id,
+            "create repeated with an idempotency key; task returned"
+        );
+        return Ok(task);
+    }
     // Harmless for a delayed task: a worker wakes and finds nothing due.
     state.announce_due_task();
     state.publish(TaskEventType::Created, task.id);
@@ -34,16 +48,18 @@ pub async fn create_task(
 pub async fn update_task(
     state: &AppState,
     connections: &impl Connections,
+    principal: &Principal,
     id: &str,
     fields: TaskFields,
 ) -> Result<Task, ApiError> {
+    principal.check_may_write()?;
     let id = parse_task_id(id)?;
     let changes = fields.into_changes()?;
     if let Some(model) = &changes.model {
         state.check_model_is_served(model)?;
     }
     let mut conn = connections.connection().await?;
-    let outcome = store::update_pending(&mut conn, id, &changes).await;
+    let outcome = store::update_pending(&mut conn, &principal.scope(), id, &changes).await;
     let task = settle(id, outcome, "only PENDING tasks can be changed")?;
     state.publish(TaskEventType::Updated, id);
     Ok(task)
@@ -55,11 +71,13 @@ pub async fn update_task(
 pub async fn cancel_task(
     state: &AppState,
     connections: &impl Connections,
+    principal: &Principal,
     id: &str,
 ) -> Result<Task, ApiError> {
+    principal.check_may_write()?;
     let id = parse_task_id(id)?;
     let mut conn = connections.connection().await?;
-    let outcome = store::cancel(&mut conn, id).await;
+    let outcome = store::cancel(&mut conn, &principal.scope(), id).await;
     let task = settle(
         id,
         outcome,
@@ -74,11 +92,13 @@ pub async fn cancel_task(
 pub async fn retry_task(
     state: &AppState,
     connections: &impl Connections,
+    principal: &Principal,
     id: &str,
 ) -> Result<Task, ApiError> {
+    principal.check_may_write()?;
     let id = parse_task_id(id)?;
     let mut conn = connections.connection().await?;
-    let outcome = store::retry(&mut conn, id).await;
+    let outcome = store::retry(&mut conn, &principal.scope(), id).await;
     let task = settle(id, outcome, "only FAILED or CANCELLED tasks can be retried")?;
     state.publish(TaskEventType::Updated, id);
     Ok(task)
@@ -88,11 +108,13 @@ pub async fn retry_task(
 pub async fn delete_task(
     state: &AppState,
     connections: &impl Connections,
+    principal: &Principal,
     id: &str,
 ) -> Result<i64, ApiError> {
+    principal.check_may_write()?;
     let id = parse_task_id(id)?;
     let mut conn = connections.connection().await?;
-    let outcome = store::delete(&mut conn, id).await;
+    let outcome = store::delete(&mut conn, &principal.scope(), id).await;
     let deleted = settle(id, outcome, "cancel it first, or wait for it to finish")?;
     state.publish(TaskEventType::Deleted, deleted);
     Ok(deleted)

@@ -2,28 +2,43 @@
 //! models this deployment serves.
 
 use crate::app::AppState;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::providers::routing::ModelInfo;
 use crate::service::Connections;
-use crate::tasks::Task;
 use crate::tasks::listing::{FilterFields, Page, PageRequest, TaskFilter, TaskOrder};
 use crate::tasks::store::{self, Stats};
 use crate::tasks::validation::parse_task_id;
+use crate::tasks::{Scope, Task};
 
 /// The task with id `id`, or `None` when no task has it.
-pub async fn find_task(connections: &impl Connections, id: &str) -> Result<Option<Task>, ApiError> {
-    find(connections, parse_task_id(id)?).await
+pub async fn find_task(
+    connections: &impl Connections,
+    principal: &Principal,
+    id: &str,
+) -> Result<Option<Task>, ApiError> {
+    find(connections, principal, parse_task_id(id)?).await
 }
 
 /// The task with id `id`, or NOT_FOUND.
-pub async fn get_task(connections: &impl Connections, id: &str) -> Result<Task, ApiError> {
+pub async fn get_task(
+    connections: &impl Connections,
+    principal: &Principal,
+    id: &str,
+) -> Result<Task, ApiError> {
     let id = parse_task_id(id)?;
-    find(connections, id).await?.ok_or(ApiError::NotFound(id))
+    find(connections, principal, id)
+        .await?
+        .ok_or(ApiError::NotFound(id))
 }
 
-async fn find(connections: &impl Connections, id: i64) -> Result<Option<Task>, ApiError> {
+async fn find(
+    connections: &impl Connections,
+    principal: &Principal,
+    id: i64,
+) -> Result<Option<Task>, ApiError> {
     let mut conn = connections.connection().await?;
-    Ok(store::find(&mut conn, id).await?)
+    Ok(store::find(&mut conn, &principal.scope(), id).await?)
 }
 
 /// What a client asks of the task list, before it is checked.
@@ -48,11 +63,14 @@ pub struct TaskList {
     pub page: Page,
     pub order: TaskOrder,
     pub filter: TaskFilter,
+    /// Whose tasks were listed: a count over the list counts only these.
+    pub scope: Scope,
 }
 
 /// One keyset page of the filtered, ordered task list.
 pub async fn list_tasks(
     connections: &impl Connections,
+    principal: &Principal,
     arguments: ListArguments,
 ) -> Result<TaskList, ApiError> {
     let ListArguments {
@@ -66,20 +84,25 @@ pub async fn list_tasks(
     } = arguments;
     let filter = filter.into_filter()?;
     let request = PageRequest::from_arguments(first, after, last, before, order)?;
+    let scope = principal.scope();
     let mut conn = connections.connection().await?;
-    let page = store::list(&mut conn, &filter, order, request, wants_page_info).await?;
+    let page = store::list(&mut conn, &scope, &filter, order, request, wants_page_info).await?;
     Ok(TaskList {
         page,
         order,
         filter,
+        scope,
     })
 }
 
 /// How many tasks are in each state, and how long the oldest due task has
 /// waited (see [`Stats::oldest_pending_age_seconds`]).
-pub async fn task_stats(connections: &impl Connections) -> Result<Stats, ApiError> {
+pub async fn task_stats(
+    connections: &impl Connections,
+    principal: &Principal,
+) -> Result<Stats, ApiError> {
     let mut conn = connections.connection().await?;
-    Ok(store::stats(&mut conn).await?)
+    Ok(store::stats(&mut conn, &principal.scope()).await?)
 }
 
 /// The models this deployment can run, and the provider of each.

@@ -5,7 +5,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
-use crate::tasks::validation::{InvalidField, PRIORITY_RANGE, check_instant, is_writable_instant};
+use crate::tasks::validation::{
+    InvalidField, PRIORITY_RANGE, check_instant, check_tenant_name, is_writable_instant,
+};
 use crate::tasks::{Task, TaskStatus};
 
 /// The page size used when a client gives neither `first` nor `last`.
@@ -22,6 +24,7 @@ pub struct TaskFilter {
     pub max_priority: Option<i16>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
+    pub tenant: Option<String>,
 }
 
 /// A filter as a client sends it, before validation. Every condition given
@@ -34,6 +37,7 @@ pub struct FilterFields {
     pub max_priority: Option<i32>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
+    pub tenant: Option<String>,
 }
 
 impl FilterFields {
@@ -57,6 +61,10 @@ impl FilterFields {
             created_before: self
                 .created_before
                 .map(|at| check_instant("filter.createdBefore", at))
+                .transpose()?,
+            tenant: self
+                .tenant
+                .map(|tenant| check_tenant_name("filter.tenant", tenant))
                 .transpose()?,
         })
     }
@@ -102,6 +110,10 @@ impl TaskFilter {
             && self
                 .created_before
                 .is_none_or(|before| task.created_at < before)
+            && self
+                .tenant
+                .as_ref()
+                .is_none_or(|tenant| *tenant == task.tenant)
     }
 }
 

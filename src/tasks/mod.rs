@@ -3,9 +3,11 @@
 
 pub mod listing;
 mod model;
+mod scope;
 mod status;
 pub mod store;
 pub mod validation;
 
 pub use model::{NewTask, Task, TaskChanges};
+pub use scope::Scope;
 pub use status::TaskStatus;

@@ -34,6 +34,10 @@ pub struct Task {
     pub cancel_requested: bool,
     /// Attempts that ended because their worker was lost (killed, crashed, cut off).
     pub lost_attempts: i32,
+    /// The tenant the task belongs to.
+    pub tenant: String,
+    /// The key its creator gave so that a retried create returns this task.
+    pub idempotency_key: Option<String>,
 }
 
 /// A validated request to create a task; the database fills in the rest.
@@ -56,6 +60,8 @@ pub struct NewTask {
     pub temperature: Option<f64>,
     pub max_tokens: Option<i32>,
     pub timeout_seconds: Option<i32>,
+    pub tenant: String,
+    pub idempotency_key: Option<String>,
 }
 
 /// A validated change to a pending task; `None` leaves a field as it is.

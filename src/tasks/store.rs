@@ -14,7 +14,7 @@ use diesel::prelude::*;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{
-    BigInt, Bool, Double, HasSqlType, Nullable, SingleValue, SmallInt, SqlType, Timestamptz,
+    BigInt, Bool, Double, HasSqlType, Nullable, SingleValue, SmallInt, SqlType, Text, Timestamptz,
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
@@ -23,7 +23,7 @@ use crate::tasks::listing::{
     Cursor, OrderDirection, Page, PageRequest, TaskFilter, TaskOrder, TaskOrderField,
 };
 use crate::tasks::validation::InvalidField;
-use crate::tasks::{NewTask, Task, TaskChanges, TaskStatus};
+use crate::tasks::{NewTask, Scope, Task, TaskChanges, TaskStatus};
 
 /// What became of a request to change or delete a task.
 #[derive(Debug)]
@@ -38,31 +38,69 @@ pub enum Outcome<T> {
     Invalid(InvalidField),
 }
 
-/// Stores a new task, PENDING.
-pub async fn insert(conn: &mut AsyncPgConnection, new_task: &NewTask) -> QueryResult<Task> {
-    // Two fixed statements, each prepared once per connection.
-    match new_task.run_at {
-        None => {
-            diesel::insert_into(tasks::table)
-                .values(new_task)
-                .returning(Task::as_returning())
-                .get_result(conn)
-                .await
+/// Stores a new task, PENDING, and returns it with whether it was created
+/// now: a task with an idempotency key its tenant used before is not stored
+/// again, and the task that key first created is returned instead.
+///
+/// Race-safe: of concurrent inserts with one key, the unique index lets one
+/// in; the others wait for it to commit, insert nothing, and read its task.
+pub async fn insert(conn: &mut AsyncPgConnection, new_task: &NewTask) -> QueryResult<(Task, bool)> {
+    loop {
+        if let Some(task) = insert_new(conn, new_task).await? {
+            return Ok((task, true));
         }
-        Some(run_at) => {
-            diesel::insert_into(tasks::table)
-                .values((new_task, tasks::run_at.eq(run_at)))
-                .returning(Task::as_returning())
-                .get_result(conn)
-                .await
+        let Some(key) = &new_task.idempotency_key else {
+            // Only a conflicting key makes the insert return no row.
+            return Err(diesel::result::Error::NotFound);
+        };
+        let first = tasks::table
+            .filter(tasks::tenant.eq(&new_task.tenant))
+            .filter(tasks::idempotency_key.eq(key))
+            .select(Task::as_select())
+            .first(conn)
+            .await
+            .optional()?;
+        // Deleted between the conflict and the read: the key is free again.
+        if let Some(task) = first {
+            return Ok((task, false));
         }
     }
 }
 
-/// The task with this id, if there is one.
-pub async fn find(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Option<Task>> {
+/// The insert itself, skipped when the idempotency key is taken.
+async fn insert_new(conn: &mut AsyncPgConnection, new_task: &NewTask) -> QueryResult<Option<Task>> {
+    // Two fixed statements, each prepared once per connection.
+    match new_task.run_at {
+        None => diesel::insert_into(tasks::table)
+            .values(new_task)
+            .on_conflict((tasks::tenant, tasks::idempotency_key))
+            .filter_target(tasks::idempotency_key.is_not_null())
+            .do_nothing()
+            .returning(Task::as_returning())
+            .get_result(conn)
+            .await
+            .optional(),
+        Some(run_at) => diesel::insert_into(tasks::table)
+            .values((new_task, tasks::run_at.eq(run_at)))
+            .on_conflict((tasks::tenant, tasks::idempotency_key))
+            .filter_target(tasks::idempotency_key.is_not_null())
+            .do_nothing()
+            .returning(Task::as_returning())
+            .get_result(conn)
+            .await
+            .optional(),
+    }
+}
+
+/// The task with this id, if there is one within `scope`.
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    scope: &Scope,
+    id: i64,
+) -> QueryResult<Option<Task>> {
     tasks::table
         .find(id)
+        .filter(within(scope))
         .select(Task::as_select())
         .first(conn)
         .await
@@ -74,12 +112,14 @@ pub async fn find(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Option<T
 /// attempt left could never run.
 pub async fn update_pending(
     conn: &mut AsyncPgConnection,
+    scope: &Scope,
     id: i64,
     changes: &TaskChanges,
 ) -> QueryResult<Outcome<Task>> {
     // One statement shape whatever the change, so it is prepared once.
     let max_attempts = changes.max_attempts.unwrap_or(i32::MAX);
     let updated = diesel::update(tasks::table.find(id))
+        .filter(within(scope))
         .filter(tasks::status.eq(TaskStatus::Pending))
         .filter(tasks::attempts.lt(max_attempts))
         .set(changes)
@@ -92,6 +132,7 @@ pub async fn update_pending(
     }
     let found: Option<(TaskStatus, i32)> = tasks::table
         .find(id)
+        .filter(within(scope))
         .select((tasks::status, tasks::attempts))
         .first(conn)
         .await
@@ -110,24 +151,33 @@ pub async fn update_pending(
 
 /// Deletes a task unless a worker is running it, keeping its last state a
 /// while in `task_tombstones` for the subscribers its DELETED event reaches.
-pub async fn delete(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcome<i64>> {
+pub async fn delete(
+    conn: &mut AsyncPgConnection,
+    scope: &Scope,
+    id: i64,
+) -> QueryResult<Outcome<i64>> {
     #[derive(QueryableByName)]
     struct Deleted {
         #[diesel(sql_type = BigInt)]
         id: i64,
     }
     let deleted = diesel::sql_query(
-        "WITH gone AS (DELETE FROM tasks WHERE id = $1 AND status <> 'running' RETURNING *)
+        "WITH gone AS (
+             DELETE FROM tasks
+             WHERE id = $1 AND ($2::text IS NULL OR tenant = $2) AND status <> 'running'
+             RETURNING *
+         )
          INSERT INTO task_tombstones SELECT * FROM gone
          ON CONFLICT (id) DO UPDATE SET deleted_at = now()
          RETURNING id",
     )
     .bind::<BigInt, _>(id)
+    .bind::<Nullable<Text>, _>(scope.tenant())
     .get_result::<Deleted>(conn)
     .await
     .optional()?
     .map(|row| row.id);
-    done_or_why_not(conn, id, deleted).await
+    done_or_why_not(conn, scope, id, deleted).await
 }
 
 /// Cancels a task: a PENDING one at once; a RUNNING one is marked so that its
@@ -138,7 +188,11 @@ pub async fn delete(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcom
 /// RUNNING and marked, never refused. If its answer is recorded first, the
 /// task has SUCCEEDED and the cancel is refused; if the cancel comes first, an
 /// answer that arrives before the worker stops still wins (it is paid for).
-pub async fn cancel(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcome<Task>> {
+pub async fn cancel(
+    conn: &mut AsyncPgConnection,
+    scope: &Scope,
+    id: i64,
+) -> QueryResult<Outcome<Task>> {
     let cancelled = diesel::sql_query(
         "UPDATE tasks
          SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
@@ -148,19 +202,25 @@ pub async fn cancel(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcom
                  WHEN status = 'pending' THEN greatest(now(), created_at) ELSE finished_at
              END,
              updated_at = now()
-         WHERE id = $1 AND status IN ('pending', 'running')
+         WHERE id = $1 AND ($2::text IS NULL OR tenant = $2) AND status IN ('pending', 'running')
          RETURNING *",
     )
     .bind::<BigInt, _>(id)
+    .bind::<Nullable<Text>, _>(scope.tenant())
     .get_result(conn)
     .await
     .optional()?;
-    done_or_why_not(conn, id, cancelled).await
+    done_or_why_not(conn, scope, id, cancelled).await
 }
 
 /// Queues a FAILED or CANCELLED task again, with a fresh attempt budget.
-pub async fn retry(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcome<Task>> {
+pub async fn retry(
+    conn: &mut AsyncPgConnection,
+    scope: &Scope,
+    id: i64,
+) -> QueryResult<Outcome<Task>> {
     let retried = diesel::update(tasks::table.find(id))
+        .filter(within(scope))
         .filter(tasks::status.eq_any([TaskStatus::Failed, TaskStatus::Cancelled]))
         .set((
             tasks::status.eq(TaskStatus::Pending),
@@ -179,7 +239,7 @@ pub async fn retry(conn: &mut AsyncPgConnection, id: i64) -> QueryResult<Outcome
         .get_result(conn)
         .await
         .optional()?;
-    done_or_why_not(conn, id, retried).await
+    done_or_why_not(conn, scope, id, retried).await
 }
 
 /// Task counts by status, and how long the longest-waiting due task has waited.
@@ -208,11 +268,12 @@ impl Stats {
     }
 }
 
-/// Counts PENDING and RUNNING tasks on their partial indexes (the queue and
-/// the work in flight, small however many tasks have finished), reads the
-/// counters the triggers keep for finished ones (a few rows, plus the deltas
-/// not folded yet), and finds the oldest due task (one index probe).
-pub async fn stats(conn: &mut AsyncPgConnection) -> QueryResult<Stats> {
+/// Counts PENDING and RUNNING tasks within `scope` on their partial indexes
+/// (the queue and the work in flight, small however many tasks have
+/// finished), reads the counters the triggers keep per tenant for finished
+/// ones (a few rows, plus the deltas not folded yet), and finds the oldest
+/// due task.
+pub async fn stats(conn: &mut AsyncPgConnection, scope: &Scope) -> QueryResult<Stats> {
     #[derive(QueryableByName)]
     struct Counted {
         #[diesel(sql_type = crate::db::schema::sql_types::TaskStatus)]
@@ -228,26 +289,31 @@ pub async fn stats(conn: &mut AsyncPgConnection) -> QueryResult<Stats> {
     let mut counts = Vec::with_capacity(5);
     for status in [TaskStatus::Pending, TaskStatus::Running] {
         let n: i64 = tasks::table
+            .filter(within(scope))
             .filter(tasks::status.eq(status))
             .count()
             .get_result(conn)
             .await?;
         counts.push((status, n));
     }
+    // `sql_query` statements are planned for each execution, so the
+    // `$1 IS NULL` branch is folded away before planning.
     let finished: Vec<Counted> = diesel::sql_query(
         "SELECT status, sum(n)::bigint AS n FROM (
-             SELECT status, n FROM task_status_counts
+             SELECT status, n FROM task_status_counts WHERE $1::text IS NULL OR tenant = $1
              UNION ALL
-             SELECT status, delta FROM task_status_deltas
+             SELECT status, delta FROM task_status_deltas WHERE $1::text IS NULL OR tenant = $1
          ) AS counted
          GROUP BY status",
     )
+    .bind::<Nullable<Text>, _>(scope.tenant())
     .load(conn)
     .await?;
     let oldest: Age = diesel::sql_query(
         "SELECT extract(epoch FROM now() - min(run_at))::float8 AS seconds FROM tasks
-         WHERE status = 'pending' AND run_at <= now()",
+         WHERE status = 'pending' AND run_at <= now() AND ($1::text IS NULL OR tenant = $1)",
     )
+    .bind::<Nullable<Text>, _>(scope.tenant())
     .get_result(conn)
     .await?;
     counts.extend(finished.into_iter().map(|row| (row.status, row.n)));
@@ -260,6 +326,7 @@ pub async fn stats(conn: &mut AsyncPgConnection) -> QueryResult<Stats> {
 /// The row a guarded statement returned, or why it touched none.
 async fn done_or_why_not<T>(
     conn: &mut AsyncPgConnection,
+    scope: &Scope,
     id: i64,
     row: Option<T>,
 ) -> QueryResult<Outcome<T>> {
@@ -268,6 +335,7 @@ async fn done_or_why_not<T>(
     }
     let status = tasks::table
         .find(id)
+        .filter(within(scope))
         .select(tasks::status)
         .first(conn)
         .await
@@ -275,9 +343,16 @@ async fn done_or_why_not<T>(
     Ok(status.map_or(Outcome::NotFound, Outcome::WrongState))
 }
 
-/// How many tasks match the filter.
-pub async fn count(conn: &mut AsyncPgConnection, filter: &TaskFilter) -> QueryResult<i64> {
-    filtered(filter).select(count_star()).get_result(conn).await
+/// How many tasks within `scope` match the filter.
+pub async fn count(
+    conn: &mut AsyncPgConnection,
+    scope: &Scope,
+    filter: &TaskFilter,
+) -> QueryResult<i64> {
+    filtered(scope, filter)
+        .select(count_star())
+        .get_result(conn)
+        .await
 }
 
 /// One keyset page of the filtered, ordered task list.
@@ -287,6 +362,7 @@ pub async fn count(conn: &mut AsyncPgConnection, filter: &TaskFilter) -> QueryRe
 /// side, which costs one indexed probe per bound.
 pub async fn list(
     conn: &mut AsyncPgConnection,
+    scope: &Scope,
     filter: &TaskFilter,
     order: TaskOrder,
     page: PageRequest,
@@ -297,7 +373,7 @@ pub async fn list(
     } else {
         order.direction
     };
-    let mut query = ordered(filtered(filter), order.field, travel);
+    let mut query = ordered(filtered(scope, filter), order.field, travel);
     if let Some(after) = page.after {
         query = query.filter(keyset(after, order.direction, Bound::After));
     }
@@ -322,12 +398,26 @@ pub async fn list(
     };
     if page_info {
         if let (Some(after), false) = (page.after, has_previous_page) {
-            has_previous_page =
-                any_beyond(conn, filter, after, order.direction, Bound::AtOrBefore).await?;
+            has_previous_page = any_beyond(
+                conn,
+                scope,
+                filter,
+                after,
+                order.direction,
+                Bound::AtOrBefore,
+            )
+            .await?;
         }
         if let (Some(before), false) = (page.before, has_next_page) {
-            has_next_page =
-                any_beyond(conn, filter, before, order.direction, Bound::AtOrAfter).await?;
+            has_next_page = any_beyond(
+                conn,
+                scope,
+                filter,
+                before,
+                order.direction,
+                Bound::AtOrAfter,
+            )
+            .await?;
         }
     }
     Ok(Page {
@@ -339,6 +429,7 @@ pub async fn list(
 
 async fn any_beyond(
     conn: &mut AsyncPgConnection,
+    scope: &Scope,
     filter: &TaskFilter,
     cursor: Cursor,
     direction: OrderDirection,
@@ -350,7 +441,7 @@ async fn any_beyond(
         Bound::AtOrBefore | Bound::Before => direction.reversed(),
         Bound::AtOrAfter | Bound::After => direction,
     };
-    let found: Option<i64> = ordered(filtered(filter), cursor.field, walk)
+    let found: Option<i64> = ordered(filtered(scope, filter), cursor.field, walk)
         .filter(keyset(cursor, direction, bound))
         .select(tasks::id)
         .limit(1)
@@ -457,9 +548,24 @@ where
     }
 }
 
-/// The task table narrowed by `filter`.
-fn filtered(filter: &TaskFilter) -> tasks::BoxedQuery<'_, Pg> {
+/// The tasks within `scope`: a condition every statement on tasks for a
+/// client carries. Every task has a tenant, so `All` holds for each row.
+fn within(scope: &Scope) -> TaskCondition {
+    match scope {
+        Scope::All => Box::new(tasks::tenant.is_not_null()),
+        Scope::Tenant(tenant) => Box::new(tasks::tenant.eq(tenant.clone())),
+    }
+}
+
+/// The tasks within `scope` narrowed by `filter`.
+fn filtered<'a>(scope: &'a Scope, filter: &'a TaskFilter) -> tasks::BoxedQuery<'a, Pg> {
     let mut query = tasks::table.into_boxed();
+    if let Scope::Tenant(tenant) = scope {
+        query = query.filter(tasks::tenant.eq(tenant));
+    }
+    if let Some(tenant) = &filter.tenant {
+        query = query.filter(tasks::tenant.eq(tenant));
+    }
     if let Some(statuses) = &filter.statuses {
         query = query.filter(tasks::status.eq_any(statuses));
     }

@@ -59,11 +59,17 @@ pub struct TaskFields {
     pub temperature: Option<f64>,
     pub max_tokens: Option<i32>,
     pub timeout_seconds: Option<i32>,
+    /// Only on create: a key that makes a repeated create return the task
+    /// the first one made.
+    pub idempotency_key: Option<String>,
 }
 
+/// The longest idempotency key accepted, in characters.
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
+
 impl TaskFields {
-    /// Validates the fields of a new task, filling in defaults.
-    pub fn into_new_task(self) -> Result<NewTask, InvalidField> {
+    /// Validates the fields of a new task of `tenant`, filling in defaults.
+    pub fn into_new_task(self, tenant: &str) -> Result<NewTask, InvalidField> {
         let run_at = self
             .run_at
             .map(|at| check_instant("runAt", at))
@@ -90,6 +96,11 @@ impl TaskFields {
                 .timeout_seconds
                 .map(|n| in_range("timeoutSeconds", n, TIMEOUT_SECONDS_RANGE))
                 .transpose()?,
+            tenant: tenant.to_owned(),
+            idempotency_key: self
+                .idempotency_key
+                .map(validate_idempotency_key)
+                .transpose()?,
         })
     }
 
@@ -108,6 +119,52 @@ impl TaskFields {
             ));
         }
         Ok(changes)
+    }
+}
+
+/// An idempotency key: 1 to 200 characters, any of them.
+fn validate_idempotency_key(key: String) -> Result<String, InvalidField> {
+    let chars = key.chars().count();
+    if chars == 0 || chars > MAX_IDEMPOTENCY_KEY_CHARS {
+        return Err(InvalidField::new(
+            "idempotencyKey",
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters, got {chars}"),
+        ));
+    }
+    if key.contains('\0') {
+        return Err(InvalidField::new(
+            "idempotencyKey",
+            "must not contain NUL characters",
+        ));
+    }
+    Ok(key)
+}
+
+/// The longest tenant name, in characters.
+pub const MAX_TENANT_CHARS: usize = 63;
+
+/// Whether `name` is a tenant's name: 1 to 63 of `a-z 0-9 _ . -`, starting
+/// with a letter or digit (the `tenants_name_format` constraint).
+pub fn is_tenant_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_lowercase() || first.is_ascii_digit())
+        && name.len() <= MAX_TENANT_CHARS
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
+}
+
+/// `name`, or a broken rule naming `field` when it is no tenant's name.
+pub fn check_tenant_name(field: &'static str, name: String) -> Result<String, InvalidField> {
+    if is_tenant_name(&name) {
+        Ok(name)
+    } else {
+        Err(InvalidField::new(
+            field,
+            format!(
+                "is not a tenant name (1 to {MAX_TENANT_CHARS} of a-z 0-9 _ . -, starting with a letter or digit)"
+            ),
+        ))
     }
 }
 
@@ -257,20 +314,23 @@ mod tests {
         let mut task = fields("p", "m");
         task.temperature = Some(f64::NAN);
         assert_eq!(
-            task.clone().into_new_task().unwrap_err().field,
+            task.clone().into_new_task("default").unwrap_err().field,
             "temperature"
         );
         task.temperature = Some(2.0);
         task.max_tokens = Some(0);
-        assert_eq!(task.clone().into_new_task().unwrap_err().field, "maxTokens");
+        assert_eq!(
+            task.clone().into_new_task("default").unwrap_err().field,
+            "maxTokens"
+        );
         task.max_tokens = Some(512);
         task.timeout_seconds = Some(86_401);
         assert_eq!(
-            task.clone().into_new_task().unwrap_err().field,
+            task.clone().into_new_task("default").unwrap_err().field,
             "timeoutSeconds"
         );
         task.timeout_seconds = Some(30);
-        assert!(task.into_new_task().is_ok());
+        assert!(task.into_new_task("default").is_ok());
     }
 
     fn fields(prompt: &str, model: &str) -> TaskFields {
@@ -283,17 +343,20 @@ mod tests {
 
     #[test]
     fn defaults_fill_priority_and_attempts() {
-        let task = fields("hi", "gpt-4o").into_new_task().unwrap();
+        let task = fields("hi", "gpt-4o").into_new_task("default").unwrap();
         assert_eq!((task.priority, task.max_attempts), (5, 3));
     }
 
     #[test]
     fn prompt_limit_counts_characters_not_bytes() {
         let at_limit = "é".repeat(MAX_PROMPT_CHARS);
-        assert!(fields(&at_limit, "m").into_new_task().is_ok());
+        assert!(fields(&at_limit, "m").into_new_task("default").is_ok());
         let over = "a".repeat(MAX_PROMPT_CHARS + 1);
         assert_eq!(
-            fields(&over, "m").into_new_task().unwrap_err().field,
+            fields(&over, "m")
+                .into_new_task("default")
+                .unwrap_err()
+                .field,
             "prompt"
         );
     }
@@ -301,11 +364,11 @@ mod tests {
     #[test]
     fn model_names_allow_provider_paths_and_tags() {
         for ok in ["gpt-4o", "llama3.1:8b", "meta-llama/Llama-3-70B", "a_b"] {
-            assert!(fields("p", ok).into_new_task().is_ok(), "{ok}");
+            assert!(fields("p", ok).into_new_task("default").is_ok(), "{ok}");
         }
         for bad in ["", "has space", "ünïcode", &"m".repeat(101)] {
             assert_eq!(
-                fields("p", bad).into_new_task().unwrap_err().field,
+                fields("p", bad).into_new_task("default").unwrap_err().field,
                 "model",
                 "{bad}"
             );

@@ -237,9 +237,13 @@ async fn a_database_that_vanishes_mid_flight_is_service_unavailable() {
     .unwrap();
     // A query on a connection the server ended is SERVICE_UNAVAILABLE.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let error = taskrunner::tasks::store::count(&mut held, &Default::default())
-        .await
-        .unwrap_err();
+    let error = taskrunner::tasks::store::count(
+        &mut held,
+        &taskrunner::tasks::Scope::All,
+        &Default::default(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         taskrunner::error::ApiError::from(error).code(),
         "SERVICE_UNAVAILABLE"

@@ -353,7 +353,7 @@ async fn paging_stays_exact_while_tasks_are_inserted() {
                         model: Some("m".into()),
                         ..Default::default()
                     }
-                    .into_new_task()
+                    .into_new_task("default")
                     .expect("valid task");
                     taskrunner::tasks::store::insert(&mut conn, &new_task)
                         .await

@@ -46,14 +46,15 @@ pub async fn sweep_exhausted(conn: &mut AsyncPgConnection) -> QueryResult<Vec<i6
 /// deltas were folded.
 pub async fn fold_status_counts(conn: &mut AsyncPgConnection) -> QueryResult<usize> {
     // Concurrent folds do not double count: a row one fold deleted is skipped
-    // by the other once the first commits. Totals are locked in status order,
+    // by the other once the first commits. Totals are locked in (tenant, status) order,
     // so two folds cannot deadlock.
     diesel::sql_query(
-        "WITH folded AS (DELETE FROM task_status_deltas RETURNING status, delta),
+        "WITH folded AS (DELETE FROM task_status_deltas RETURNING tenant, status, delta),
               totals AS (
-                  INSERT INTO task_status_counts AS c (status, n)
-                  SELECT status, sum(delta) FROM folded GROUP BY status ORDER BY status
-                  ON CONFLICT (status) DO UPDATE SET n = c.n + excluded.n
+                  INSERT INTO task_status_counts AS c (tenant, status, n)
+                  SELECT tenant, status, sum(delta) FROM folded
+                  GROUP BY tenant, status ORDER BY tenant, status
+                  ON CONFLICT (tenant, status) DO UPDATE SET n = c.n + excluded.n
               )
          SELECT 1 FROM folded",
     )

@@ -78,6 +78,7 @@ async fn the_allowed_hosts_are_a_setting() {
     let settings = taskrunner::mcp::HttpSettings {
         allowed_hosts: vec!["tasks.example.com".into(), "10.0.0.5:8443".into()],
         shutdown: CancellationToken::new(),
+        ..Default::default()
     };
     let options = taskrunner::http::HttpOptions {
         mcp: settings,
