@@ -149,6 +149,7 @@ async fn a_worker_killed_mid_task_loses_nothing() {
     let create = async_graphql::Request::new(
         r#"mutation { createTask(input: { prompt: "hang-once:survived", model: "fake-small" }) { id } }"#,
     );
+    let create = create.data(taskrunner::auth::Principal::operator());
     let created = serde_json::to_value(schema.execute(create).await).unwrap();
     let id: i64 = created["data"]["createTask"]["id"]
         .as_str()

@@ -271,7 +271,20 @@ impl TestApp {
 
     /// Runs a GraphQL request and returns the response as JSON (`data`, `errors`).
     pub async fn gql(&self, query: &str, variables: Value) -> Value {
-        let request = async_graphql::Request::new(query).variables(Variables::from_json(variables));
+        self.gql_as(&taskrunner::auth::Principal::operator(), query, variables)
+            .await
+    }
+
+    /// Runs a GraphQL request as `principal` and returns the response as JSON.
+    pub async fn gql_as(
+        &self,
+        principal: &taskrunner::auth::Principal,
+        query: &str,
+        variables: Value,
+    ) -> Value {
+        let request = async_graphql::Request::new(query)
+            .variables(Variables::from_json(variables))
+            .data(principal.clone());
         serde_json::to_value(self.schema.execute(request).await).expect("response is JSON")
     }
 

@@ -250,7 +250,11 @@ async fn a_request_holds_at_most_its_share_of_the_pool() {
 
     let locker = lock_tasks(&app.db).await;
     let schema = app.schema.clone();
-    let request = tokio::spawn(async move { schema.execute(counts(5).as_str()).await });
+    let request = tokio::spawn(async move {
+        let request =
+            async_graphql::Request::new(counts(5)).data(taskrunner::auth::Principal::operator());
+        schema.execute(request).await
+    });
     let observer = app.db.client().await;
     wait_for_lock_waiters(&observer, &app.db, 2).await;
 

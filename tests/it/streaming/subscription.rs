@@ -172,9 +172,11 @@ async fn a_finished_task_gives_one_done_chunk_and_a_missing_one_not_found() {
         "taskOutput is no query: {response}"
     );
     let mut stream = app.schema.execute_stream(
-        async_graphql::Request::new(TASK_OUTPUT).variables(async_graphql::Variables::from_json(
-            json!({ "id": "424242" }),
-        )),
+        async_graphql::Request::new(TASK_OUTPUT)
+            .variables(async_graphql::Variables::from_json(
+                json!({ "id": "424242" }),
+            ))
+            .data(taskrunner::auth::Principal::operator()),
         None,
     );
     let response = serde_json::to_value(stream.next().await.expect("a response")).expect("json");
@@ -193,6 +195,7 @@ async fn a_subscriber_that_stops_reading_gets_what_it_missed_as_one_chunk() {
     let request = || {
         async_graphql::Request::new(TASK_OUTPUT)
             .variables(async_graphql::Variables::from_json(json!({ "id": id })))
+            .data(taskrunner::auth::Principal::operator())
     };
     let mut stalled = app.schema.execute_stream(request(), None);
     let mut reading = app.schema.execute_stream(request(), None);
