@@ -14,6 +14,7 @@ pub mod echo;
 mod entry;
 pub mod openai;
 pub mod routing;
+pub mod scrub;
 pub mod sse;
 
 use std::time::Duration;

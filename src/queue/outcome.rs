@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::providers::scrub::public_text;
 use crate::providers::{Completion, ProviderError};
 
 /// One attempt at one task. A task can be attempted again, even by the same
@@ -50,16 +51,20 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The verdict for a provider's error on attempt number `attempt`.
+    /// The verdict for a provider's error on attempt number `attempt`; the
+    /// error it records is the message without URLs or addresses (see
+    /// `providers::scrub`).
     pub fn from_provider_error(error: ProviderError, attempt: i32, backoff: &Backoff) -> Self {
         match error {
-            ProviderError::Permanent { message, .. } => Verdict::Failed { error: message },
+            ProviderError::Permanent { message, .. } => Verdict::Failed {
+                error: public_text(&message),
+            },
             ProviderError::Retryable {
                 message,
                 retry_after,
                 ..
             } => Verdict::Retry {
-                error: message,
+                error: public_text(&message),
                 delay: backoff.delay(attempt, retry_after),
             },
         }

@@ -324,20 +324,18 @@ async fn server_errors_timeouts_and_conflicts_are_retryable() {
 }
 
 #[tokio::test]
-async fn a_body_that_is_not_openai_shaped_is_quoted() {
+async fn a_body_that_is_not_an_api_error_is_not_quoted() {
+    // A gateway's page may name the hosts behind it: it goes to the log only.
     let reply = Reply {
         headers: vec![("content-type", "text/html".to_owned())],
-        body: format!("<html>{}</html>", "x".repeat(1000)),
+        body: "<html>upstream 10.1.2.3:8080 refused (http://inference.internal:8080/v1)</html>"
+            .to_owned(),
         ..Reply::json(502, Value::Null)
     };
     let fake = FakeProvider::start(reply).await;
     let (message, _) = retryable(fake.provider(Some(KEY)).complete(&request()).await);
 
-    assert!(
-        message.starts_with("openai: HTTP 502 Bad Gateway: <html>xxx"),
-        "{message}"
-    );
-    assert!(message.len() < 600, "the body is cut: {message}");
+    assert_eq!(message, "openai: HTTP 502 Bad Gateway");
 }
 
 #[tokio::test]
@@ -391,7 +389,7 @@ async fn an_unreadable_success_is_retryable() {
         message.starts_with("openai: invalid response from provider: "),
         "{message}"
     );
-    assert!(message.contains("gateway says hi"), "{message}");
+    assert!(!message.contains("gateway says hi"), "{message}");
     assert_eq!(retry_after, None);
 }
 
@@ -403,8 +401,8 @@ async fn a_refused_connection_is_retryable() {
     let provider = provider(&format!("http://{address}/v1"), Some(KEY));
     let (message, retry_after) = retryable(provider.complete(&request()).await);
 
-    assert!(message.starts_with("openai: cannot connect: "), "{message}");
-    assert!(!message.contains(KEY), "{message}");
+    assert_eq!(message, "openai: cannot connect to the provider");
+    assert!(!message.contains(&address.port().to_string()), "{message}");
     assert_eq!(retry_after, None);
 }
 
@@ -540,7 +538,10 @@ async fn an_error_body_is_read_only_up_to_its_cap() {
     ] {
         let (message, _) = retryable(within_deadline(provider.complete(&asking(&prompt))).await);
         assert!(message.starts_with("openai: HTTP 50"), "{message}");
-        assert!(message.contains("xxxx"), "the start of the body is quoted");
+        assert!(
+            !message.contains("xxxx"),
+            "a body that is no API error is logged, not quoted"
+        );
         assert!(
             message.len() < 600,
             "{prompt}: the message is short: {message}"
@@ -549,11 +550,8 @@ async fn an_error_body_is_read_only_up_to_its_cap() {
     let message = permanent(
         within_deadline(provider.complete(&asking(&format!("big-error:400:{ten_mib}")))).await,
     );
-    assert!(
-        message.starts_with("openai: HTTP 400 Bad Request: {"),
-        "{message}"
-    );
-    assert!(message.len() < 600, "{message}");
+    // Cut at the cap, the body is no whole API error: it is not quoted.
+    assert_eq!(message, "openai: HTTP 400 Bad Request");
 }
 
 #[tokio::test]

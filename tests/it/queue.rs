@@ -664,3 +664,41 @@ async fn a_new_task_wakes_an_idle_worker_at_once() {
     assert!(started.elapsed() < Duration::from_secs(3));
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_task_error_names_no_address_of_the_deployment() {
+    // A provider at an address where nothing listens: the connection is
+    // refused, and the error chain names the URL, host and port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("address").port();
+    drop(closed);
+    let toml = format!(
+        "name = \"internal\"\nbase_url = \"http://127.0.0.1:{port}/v1\"\nmodel_prefixes = [\"\"]\ndiscover_models = false"
+    );
+    let settings: taskrunner::providers::config::ProviderSettings =
+        toml::from_str(&toml).expect("settings");
+    let router = std::sync::Arc::new(
+        taskrunner::providers::config::router_from(vec![settings]).expect("router"),
+    );
+    let db = TestDb::migrated().await;
+    let state = AppState::new(db.pool(), std::sync::Arc::clone(&router));
+    let app = TestApp {
+        schema: taskrunner::graphql::schema(state.clone()),
+        state,
+        db,
+    };
+    let worker = Worker::start(&app.db.args(), router, test_config(1))
+        .await
+        .expect("worker starts");
+    let id = create(&app, json!({ "prompt": "p", "maxAttempts": 1 })).await;
+    let failed = wait_for(&app, &id, "FAILED", Duration::from_secs(10)).await;
+    let error = failed["error"].as_str().expect("an error");
+    assert!(
+        error.starts_with("internal: cannot connect to the provider"),
+        "{error}"
+    );
+    for secret in ["127.0.0.1", &port.to_string(), "http", "/v1"] {
+        assert!(!error.contains(secret), "{secret:?} in {error:?}");
+    }
+    worker.shutdown().await;
+}

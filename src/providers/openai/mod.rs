@@ -244,11 +244,21 @@ impl OpenAiProvider {
         let body = read_capped(&mut response, caps::ERROR_BODY)
             .await
             .map_err(|e| self.transport(&e))?;
+        let text = body.text();
+        let explained = provider_message(&text);
+        if explained.is_none() && !text.trim().is_empty() {
+            tracing::warn!(
+                provider = %self.name,
+                %status,
+                body = %self.redact(excerpt(&text)),
+                "the provider refused the request with a body that is not an API error"
+            );
+        }
         let message = self.redact(format!(
             "{}: HTTP {}{}",
             self.name,
             status,
-            provider_message(&body.text()).map_or_else(String::new, |m| format!(": {m}")),
+            explained.map_or_else(String::new, |m| format!(": {m}")),
         ));
         let kind = match status.as_u16() {
             408 => FailureKind::Timeout,
@@ -333,39 +343,45 @@ impl OpenAiProvider {
     }
 
     /// The error for a successful response we cannot read: most often a
-    /// proxy or gateway answering for the provider, which passes.
+    /// proxy or gateway answering for the provider, which passes. The body
+    /// goes to the log, not to the task: a proxy's page may name our hosts.
     fn unreadable(&self, error: impl fmt::Display, body: &str) -> ProviderError {
+        tracing::warn!(
+            provider = %self.name,
+            %error,
+            body = %self.redact(excerpt(body)),
+            "the provider's answer could not be read"
+        );
         ProviderError::Retryable {
-            message: self.redact(format!(
-                "{}: invalid response from provider: {error}: {}",
-                self.name,
-                excerpt(body)
-            )),
+            message: format!("{}: invalid response from provider: {error}", self.name),
             retry_after: None,
             kind: FailureKind::InvalidResponse,
         }
     }
 
-    /// Classifies a failure to send the request or read the answer.
+    /// Classifies a failure to send the request or read the answer. The
+    /// message says what happened in words that name no URL, host or port;
+    /// the error's own chain (which does) goes to the log.
     fn transport_error(&self, error: &reqwest::Error) -> ProviderError {
         let name = &self.name;
+        tracing::warn!(
+            provider = %name,
+            error = %self.redact(crate::error::error_chain(error)),
+            "the request to the provider failed"
+        );
         let message = if error.is_connect() && error.is_timeout() {
             let seconds = CONNECT_TIMEOUT.as_secs();
             format!("{name}: cannot connect: no connection within {seconds} s")
         } else if error.is_connect() {
-            format!(
-                "{name}: cannot connect: {}",
-                crate::error::error_chain(error)
-            )
+            format!("{name}: cannot connect to the provider")
         } else if error.is_timeout() {
             // Only a model list has a whole-request timeout.
             let seconds = MODEL_LIST_TIMEOUT.as_secs();
             format!("{name}: no answer within {seconds} s")
+        } else if error.is_body() || error.is_decode() {
+            format!("{name}: the connection broke while the answer was read")
         } else {
-            format!(
-                "{name}: request failed: {}",
-                crate::error::error_chain(error)
-            )
+            format!("{name}: the request to the provider failed")
         };
         ProviderError::Retryable {
             message,

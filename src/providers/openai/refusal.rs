@@ -44,13 +44,15 @@ pub(super) fn retry_after(
 }
 
 /// The provider's own explanation from an error body: OpenAI's
-/// `{"error": {"message": …}}`, the bare `{"error": "…"}` some compatible
-/// servers send, or else the start of the body.
+/// `{"error": {"message": …}}`, or the bare `{"error": "…"}` some compatible
+/// servers send. Any other body (a proxy's HTML page, say) is no message for
+/// the task's owner: it may name the deployment's hosts, so it goes to the
+/// log only.
 pub(super) fn provider_message(body: &str) -> Option<String> {
-    let json = serde_json::from_str::<serde_json::Value>(body).ok();
-    let error = json.as_ref().and_then(|json| json.get("error"));
-    let explained = error.and_then(|error| error.get("message").unwrap_or(error).as_str());
-    let message = excerpt(explained.unwrap_or(body));
+    let json = serde_json::from_str::<serde_json::Value>(body).ok()?;
+    let error = json.get("error")?;
+    let explained = error.get("message").unwrap_or(error).as_str()?;
+    let message = excerpt(explained);
     (!message.is_empty()).then_some(message)
 }
 
@@ -125,12 +127,10 @@ mod tests {
         let bare = r#"{"error": "model not found"}"#;
         assert_eq!(provider_message(bare).as_deref(), Some("model not found"));
         let html = " <h1>Bad Gateway</h1>\n";
-        assert_eq!(
-            provider_message(html).as_deref(),
-            Some("<h1>Bad Gateway</h1>")
-        );
+        assert_eq!(provider_message(html), None);
         assert_eq!(provider_message("  "), None);
-        let cut = provider_message(&"é".repeat(MAX_BODY_EXCERPT + 10)).unwrap();
+        let long = serde_json::json!({ "error": "é".repeat(MAX_BODY_EXCERPT + 10) }).to_string();
+        let cut = provider_message(&long).unwrap();
         assert_eq!(cut.chars().count(), MAX_BODY_EXCERPT + 1);
         assert!(cut.ends_with('…'));
     }

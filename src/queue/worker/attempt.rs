@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use futures_util::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::providers::CompletionRequest;
 use crate::queue::outcome::{AttemptId, Backoff, Outcome, Verdict};
@@ -49,10 +50,16 @@ pub(super) fn start(
     let tracker = shared.attempts.clone();
     tracker.spawn(async move {
         let began = Instant::now();
+        // Whatever the provider code logs carries the task and attempt.
+        let span = tracing::info_span!(
+            "attempt",
+            task.id = attempt.task_id,
+            attempt = attempt.attempt
+        );
         let run = guard_panics(
             attempt.attempt,
             shared.config.backoff,
-            call(&shared, attempt, task),
+            call(&shared, attempt, task).instrument(span),
         );
         let verdict = tokio::select! {
             verdict = run => Some(verdict),
@@ -119,7 +126,12 @@ async fn call(shared: &Shared, attempt: AttemptId, task: Task) -> Verdict {
         .await;
     match called {
         Ok(completion) => Verdict::Succeeded(completion),
-        Err(error) => Verdict::from_provider_error(error, task.attempts, backoff),
+        Err(error) => {
+            // The whole message, for the operator; the task's owner reads
+            // it without addresses (`Verdict::from_provider_error`).
+            tracing::warn!(kind = ?error.kind(), error = %error.message(), "the attempt failed");
+            Verdict::from_provider_error(error, task.attempts, backoff)
+        }
     }
 }
 

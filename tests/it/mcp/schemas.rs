@@ -76,6 +76,7 @@ async fn tools_are_listed_with_their_input_schemas() {
         ("run_at", "string"),
         ("timeout_seconds", "integer"),
         ("max_attempts", "integer"),
+        ("idempotency_key", "string"),
     ] {
         let property = &create["properties"][argument];
         assert!(
@@ -88,7 +89,7 @@ async fn tools_are_listed_with_their_input_schemas() {
         );
     }
     assert_eq!(create["properties"]["run_at"]["format"], "date-time");
-    assert_eq!(create["properties"].as_object().map(|p| p.len()), Some(9));
+    assert_eq!(create["properties"].as_object().map(|p| p.len()), Some(10));
 
     for name in ["get_task", "cancel_task", "retry_task"] {
         let by_id = schema(name);
