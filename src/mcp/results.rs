@@ -44,6 +44,7 @@ pub struct TaskView {
     pub completion_tokens: Option<i32>,
     pub worker_id: Option<String>,
     pub cancel_requested: bool,
+    pub tenant: String,
 }
 
 impl From<Task> for TaskView {
@@ -71,6 +72,7 @@ impl From<Task> for TaskView {
             completion_tokens: task.completion_tokens,
             worker_id: task.worker_id,
             cancel_requested: task.cancel_requested,
+            tenant: task.tenant,
         }
     }
 }

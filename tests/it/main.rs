@@ -27,4 +27,5 @@ mod streaming;
 mod subscriptions;
 mod tasks_api;
 mod temp_dir;
+mod tenancy;
 mod tls;
