@@ -366,3 +366,143 @@ async fn mcp_tools_answer_for_another_tenants_task_as_for_a_missing_one() {
     assert_eq!(created["tenant"], "b", "{created}");
     server.abort();
 }
+
+/// Every task object anywhere in `value` (anything with a `tenant`).
+fn tenants_in(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(tenant)) = map.get("tenant") {
+                found.push(tenant.clone());
+            }
+            map.values().for_each(|v| tenants_in(v, found));
+        }
+        Value::Array(items) => items.iter().for_each(|v| tenants_in(v, found)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn ten_thousand_random_operations_by_four_tenants_never_cross() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    let app = TestApp::new().await;
+    let seed: u64 = rand::rng().random();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let names = ["t0", "t1", "t2", "t3"];
+    let callers: Vec<Principal> = names
+        .iter()
+        .enumerate()
+        .map(|(n, name)| if n == 3 { reader(name) } else { member(name) })
+        .collect();
+    // Every id ever created, with its tenant: callers pick ids of any tenant.
+    let mut owners: Vec<(String, &str)> = Vec::new();
+    for (n, caller) in callers.iter().enumerate() {
+        let writer = member(names[n]);
+        for k in 0..5 {
+            owners.push((
+                create_as(&app, &writer, &format!("{}-{k}", caller.tenant())).await,
+                names[n],
+            ));
+        }
+    }
+    const TASK: &str = "query($id: ID!) { task(id: $id) { id tenant prompt } }";
+    const LIST: &str = "query($filter: TaskFilter, $after: String) { tasks(first: 25, after: $after, filter: $filter) { totalCount nodes { id tenant prompt } pageInfo { endCursor } } }";
+    const STATS: &str = "{ taskStats { pending running succeeded failed cancelled } }";
+    let mut counts = [0usize; 9];
+    let mut cursors: Vec<Value> = vec![Value::Null];
+    for op in 0..10_000 {
+        let who = rng.random_range(0..callers.len());
+        let caller = &callers[who];
+        let own = names[who];
+        let (id, owner) = owners[rng.random_range(0..owners.len())].clone();
+        let kind = rng.random_range(0..9);
+        counts[kind] += 1;
+        let response = match kind {
+            0 => {
+                let prompt = format!("{own}-op{op}");
+                let response = app
+                    .gql_as(
+                        caller,
+                        "mutation($input: CreateTaskInput!) { createTask(input: $input) { id tenant prompt } }",
+                        json!({ "input": { "prompt": prompt, "model": "m" } }),
+                    )
+                    .await;
+                if let Some(id) = response["data"]["createTask"]["id"].as_str() {
+                    owners.push((id.to_owned(), own));
+                }
+                response
+            }
+            1 | 2 => app.gql_as(caller, TASK, json!({ "id": id })).await,
+            3 => {
+                let filter = if rng.random_bool(0.5) {
+                    json!({ "tenant": names[rng.random_range(0..names.len())] })
+                } else {
+                    json!({ "status": ["PENDING", "CANCELLED"] })
+                };
+                let after = cursors[rng.random_range(0..cursors.len())].clone();
+                let response = app
+                    .gql_as(caller, LIST, json!({ "filter": filter, "after": after }))
+                    .await;
+                let cursor = &response["data"]["tasks"]["pageInfo"]["endCursor"];
+                if cursor.is_string() && cursors.len() < 200 {
+                    cursors.push(cursor.clone());
+                }
+                response
+            }
+            4 => app.gql_as(caller, STATS, json!({})).await,
+            5 => {
+                app.gql_as(caller, "mutation($id: ID!) { cancelTask(id: $id) { id tenant prompt } }", json!({ "id": id }))
+                    .await
+            }
+            6 => {
+                app.gql_as(caller, "mutation($id: ID!) { retryTask(id: $id) { id tenant prompt } }", json!({ "id": id }))
+                    .await
+            }
+            7 => {
+                app.gql_as(
+                    caller,
+                    "mutation($id: ID!) { updateTask(id: $id, input: { priority: 7 }) { id tenant prompt } }",
+                    json!({ "id": id }),
+                )
+                .await
+            }
+            _ => {
+                app.gql_as(caller, "mutation($id: ID!) { deleteTask(id: $id) }", json!({ "id": id }))
+                    .await
+            }
+        };
+        let context = || {
+            format!(
+                "op {op} (seed {seed}): {} on {id} of {owner}: {response}",
+                caller.tenant()
+            )
+        };
+        // No task of another tenant, anywhere in the answer.
+        let mut seen = Vec::new();
+        tenants_in(&response, &mut seen);
+        assert!(seen.iter().all(|tenant| tenant == own), "{}", context());
+        let text = response.to_string();
+        for other in names.iter().filter(|name| **name != own) {
+            assert!(!text.contains(&format!("\"{other}-")), "{}", context());
+        }
+        // Another tenant's task is NOT_FOUND (or null), never CONFLICT or
+        // FORBIDDEN for it specifically: readers are refused before lookup.
+        if owner != own && (1..=2).contains(&kind) {
+            assert!(response["data"]["task"].is_null(), "{}", context());
+        }
+        if owner != own && (5..=8).contains(&kind) {
+            let code = error_code(&response);
+            let expected = if caller.role() == Role::Reader {
+                "FORBIDDEN"
+            } else {
+                "NOT_FOUND"
+            };
+            assert_eq!(code, expected, "{}", context());
+        }
+    }
+    assert!(
+        counts.iter().all(|&n| n > 500),
+        "every kind ran: {counts:?}"
+    );
+}
