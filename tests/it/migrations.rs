@@ -158,3 +158,60 @@ fn with_database_swaps_only_the_name() {
     assert_eq!(with_database("postgres://u@h", "b"), "postgres://u@h/b");
     assert!(server_url().ends_with("/postgres"));
 }
+
+#[tokio::test]
+async fn existing_tasks_and_their_counts_move_to_the_default_tenant() {
+    use diesel::Connection;
+    use diesel_async::AsyncPgConnection;
+    use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+    use diesel_migrations::MigrationHarness;
+
+    const TENANTS: &str = "20261211000000";
+    let db = TestDb::empty().await;
+    let url = db.url.clone();
+    // The schema as it was before tenants.
+    tokio::task::spawn_blocking(move || {
+        let mut conn =
+            AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).expect("connect");
+        loop {
+            let pending = conn
+                .pending_migrations(migrations::MIGRATIONS)
+                .expect("pending");
+            let Some(next) = pending.first() else { break };
+            if next.name().version().to_string().as_str() >= TENANTS {
+                break;
+            }
+            conn.run_migration(next.as_ref()).expect("migrate");
+        }
+    })
+    .await
+    .expect("migrated up to tenants");
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO tasks (prompt, model) VALUES ('one', 'm'), ('two', 'm'), ('three', 'm');
+             UPDATE tasks SET status = 'cancelled', finished_at = now(), error = 'stop'
+             WHERE prompt = 'three';",
+        )
+        .await
+        .expect("tasks from before");
+
+    migrations::run_pending(connect(&db).await)
+        .await
+        .expect("the rest");
+
+    let rows = client
+        .query("SELECT DISTINCT tenant FROM tasks", &[])
+        .await
+        .expect("tenants");
+    let tenants: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+    assert_eq!(tenants, ["default"]);
+    let mut conn = connect(&db).await;
+    let scope = taskrunner::tasks::Scope::Tenant("default".to_owned());
+    let stats = taskrunner::tasks::store::stats(&mut conn, &scope)
+        .await
+        .expect("stats");
+    use taskrunner::tasks::TaskStatus;
+    assert_eq!(stats.count(TaskStatus::Pending), 2);
+    assert_eq!(stats.count(TaskStatus::Cancelled), 1);
+}
