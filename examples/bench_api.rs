@@ -98,7 +98,9 @@ usage: bench_api [options]
   --scenarios LIST       comma-separated, from first,deep,create,interference
                          (default all)
   --rate N               interference: other clients' requests per second (default 200)
-  --attackers N          interference: clients sending the expensive request (default 1)";
+  --attackers N          interference: clients sending the expensive request (default 1)
+
+Environment: BENCH_TOKEN, an API token every request carries (Authorization: Bearer).";
 
 /// The command line.
 #[derive(Debug, Clone)]
@@ -229,7 +231,17 @@ async fn run(options: &Options) -> anyhow::Result<()> {
         .get(0);
     drop(database);
 
+    // With a token (env BENCH_TOKEN), every request carries it, as a
+    // client of a server with tokens on does.
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = std::env::var("BENCH_TOKEN").ok().filter(|t| !t.is_empty()) {
+        let value = format!("Bearer {token}")
+            .parse()
+            .context("BENCH_TOKEN is not a valid header value")?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(options.concurrency.max(32))
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))
