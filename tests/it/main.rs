@@ -4,6 +4,7 @@ mod binary;
 mod cluster;
 mod docker;
 mod embedded;
+mod fairness;
 mod fake_provider;
 mod faults;
 mod graphiql;

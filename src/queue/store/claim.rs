@@ -118,30 +118,65 @@ pub async fn next_due_in(conn: &mut AsyncPgConnection, skip: &[i64]) -> QueryRes
     Ok(next.seconds)
 }
 
-/// Pushes the ids of due tasks in queue order, at most `limit`: one ordered
-/// range of the `(priority, run_at, id)` pending index per priority, highest
-/// first. Each range starts at the oldest due time and stops at now, so tasks
-/// delayed into the future (or backing off) are never read, however many.
+/// Pushes the ids of due tasks in queue order, at most `limit`: priorities
+/// from the highest, and within a priority the tenants in turn.
+///
+/// Per priority (one branch of a UNION ALL, so lower priorities are not read
+/// once higher ones fill the batch): the tenants with pending tasks at that
+/// priority are found by a skip scan of the pending index (one probe per
+/// tenant, however many tasks each has); each gives its first due tasks in
+/// `(run_at, id)` order, at most its share of the batch plus one; and the
+/// batch takes them by their place in their tenant's line first, so a tenant
+/// with 100,000 tasks waiting and one with a single task each get a task
+/// into the next batch. Ties go to the tenants in an order that turns with
+/// every claim (`task_claim_turn`), so a batch of one serves them in turn.
+/// Each range stops at now, so tasks delayed into the future are never read.
 fn push_due_ids<'b>(
     out: &mut AstPass<'_, 'b, Pg>,
     limit: &'b i64,
     skip: &'b [i64],
     lock: bool,
 ) -> QueryResult<()> {
-    out.push_sql("SELECT id FROM (");
+    out.push_sql(
+        "WITH turn AS MATERIALIZED (SELECT nextval('task_claim_turn') AS v) SELECT id FROM (",
+    );
     for (n, priority) in PRIORITY_RANGE.rev().enumerate() {
         if n > 0 {
             out.push_sql(" UNION ALL ");
         }
         out.push_sql(&format!(
-            "SELECT id FROM (SELECT id FROM tasks WHERE priority = {priority} AND {CLAIMABLE} AND id <> ALL("
+            "SELECT id FROM (
+                WITH RECURSIVE tp AS (
+                    (SELECT tenant FROM tasks WHERE status = 'pending' AND priority = {priority}
+                     ORDER BY tenant LIMIT 1)
+                    UNION ALL
+                    SELECT (SELECT t.tenant FROM tasks AS t
+                            WHERE t.status = 'pending' AND t.priority = {priority} AND t.tenant > tp.tenant
+                            ORDER BY t.tenant LIMIT 1)
+                    FROM tp WHERE tp.tenant IS NOT NULL
+                ), tn AS (
+                    SELECT tenant, row_number() OVER (ORDER BY tenant) AS i, count(*) OVER () AS n
+                    FROM tp WHERE tenant IS NOT NULL
+                )
+                SELECT c.id FROM tn CROSS JOIN LATERAL (
+                    SELECT id, run_at, row_number() OVER (ORDER BY run_at, id) AS place FROM (
+                        SELECT id, run_at FROM tasks
+                        WHERE priority = {priority} AND tenant = tn.tenant AND {CLAIMABLE} AND id <> ALL("
         ));
         out.push_bind_param::<Array<BigInt>, _>(skip)?;
-        out.push_sql(") ORDER BY run_at, id LIMIT ");
+        out.push_sql(") ORDER BY run_at, id LIMIT (");
         out.push_bind_param::<BigInt, _>(limit)?;
+        out.push_sql(" + tn.n - 1) / tn.n + 1");
         if lock {
             out.push_sql(" FOR UPDATE SKIP LOCKED");
         }
+        out.push_sql(
+            ") AS s
+                ) AS c
+                ORDER BY c.place, (tn.i + (SELECT v FROM turn)) % tn.n, c.run_at, c.id
+                LIMIT ",
+        );
+        out.push_bind_param::<BigInt, _>(limit)?;
         out.push_sql(&format!(") AS p{priority}"));
     }
     out.push_sql(") AS queue");
