@@ -109,6 +109,11 @@ impl MutationRoot {
 
 /// The cost of `createTasks` (see [`super::MAX_COMPLEXITY`]): 1 for the
 /// statement, and the fields under it once per task returned.
+///
+/// Counted for at most [`service::MAX_BATCH_TASKS`] inputs: a longer list
+/// creates nothing, and is better told so (BAD_USER_INPUT on `inputs`) than
+/// that it is too complex.
 fn batch_complexity(inputs: usize, child_complexity: usize) -> usize {
-    1usize.saturating_add(inputs.saturating_mul(child_complexity))
+    let returned = inputs.min(service::MAX_BATCH_TASKS);
+    1usize.saturating_add(returned.saturating_mul(child_complexity))
 }

@@ -272,7 +272,8 @@ async fn bad_inputs_are_named_by_index_and_field() {
 #[tokio::test]
 async fn batches_of_0_or_1001_are_refused() {
     let app = TestApp::new().await;
-    for size in [0, 1_001] {
+    // 5,000 inputs are refused as too many, not as too complex.
+    for size in [0, 1_001, 5_000] {
         let response = app
             .gql(
                 "mutation($inputs: [CreateTaskInput!]!) { createTasks(inputs: $inputs) { id } }",
@@ -355,12 +356,14 @@ async fn keys_in_a_batch_return_the_tasks_they_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_batches_with_keys_in_common_do_not_deadlock() {
     let app = Arc::new(app_with_pool(20).await);
-    let keys: Vec<String> = (0..50).map(|i| format!("key-{i}")).collect();
+    let keys: Vec<String> = (0..1_000).map(|i| format!("key-{i:04}")).collect();
+    let start = Arc::new(tokio::sync::Barrier::new(8));
     let mut calls = tokio::task::JoinSet::new();
-    for round in 0..10 {
-        let app = Arc::clone(&app);
+    for round in 0..8 {
+        let (app, start) = (Arc::clone(&app), Arc::clone(&start));
         let mut keys = keys.clone();
-        // Half the batches take the keys the other way round.
+        // Half the batches take the keys the other way round: inserted in the
+        // order given, two such batches would each wait for the other.
         if round % 2 == 1 {
             keys.reverse();
         }
@@ -369,7 +372,12 @@ async fn concurrent_batches_with_keys_in_common_do_not_deadlock() {
                 .iter()
                 .map(|key| json!({ "prompt": key, "model": "echo", "idempotencyKey": key }))
                 .collect();
-            app.gql(CREATE_TASKS, json!({ "inputs": batch })).await
+            start.wait().await;
+            app.gql(
+                "mutation($inputs: [CreateTaskInput!]!) { createTasks(inputs: $inputs) { id prompt } }",
+                json!({ "inputs": batch }),
+            )
+            .await
         });
     }
     let mut answers = Vec::new();
@@ -389,7 +397,7 @@ async fn concurrent_batches_with_keys_in_common_do_not_deadlock() {
         answers.windows(2).all(|pair| pair[0] == pair[1]),
         "every batch names the same task for each key"
     );
-    assert_eq!(task_count(&app).await, 50);
+    assert_eq!(task_count(&app).await, 1_000);
 }
 
 #[tokio::test]
@@ -490,4 +498,57 @@ async fn mcp_create_tasks_creates_in_order_or_names_the_bad_input() {
         .await;
     assert_eq!(empty["field"], "inputs");
     assert_eq!(task_count(&app).await, 2);
+}
+
+#[tokio::test]
+async fn subscribers_hear_of_every_task_a_batch_created() {
+    use crate::subscriptions::{Protocol, Received, WsClient};
+    let within = std::time::Duration::from_secs(20);
+    let app = TestApp::new().await;
+    let served = app.serve().await;
+    let mut client = WsClient::connect(&served.address, Protocol::TransportWs).await;
+    let sub = client
+        .subscribe(
+            "subscription($filter: TaskFilter) { taskEvents(filter: $filter) { type task { id prompt } } }",
+            json!({ "filter": { "model": "watched" } }),
+        )
+        .await;
+    // The subscription is in place once the server has seen it: create
+    // probes until one is reported (later probes' events are skipped below).
+    loop {
+        app.create(json!({ "prompt": "probe", "model": "watched" }))
+            .await;
+        match tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            client.next_for(&sub, within),
+        )
+        .await
+        {
+            Ok(Received::Next(_)) => break,
+            Ok(other) => panic!("{other:?}"),
+            Err(_) => continue,
+        }
+    }
+    let batch: Vec<Value> = (0..300)
+        .map(|i| json!({ "prompt": format!("p{i}"), "model": "watched" }))
+        .collect();
+    let data = app.data(CREATE_TASKS, json!({ "inputs": batch })).await;
+    let mut expected: BTreeSet<String> = data["createTasks"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|task| task["id"].as_str().expect("an id").to_owned())
+        .collect();
+    while !expected.is_empty() {
+        let Received::Next(event) = client.next_for(&sub, within).await else {
+            panic!("the events of {} tasks never came", expected.len())
+        };
+        let event = &event["data"]["taskEvents"];
+        if event["task"]["prompt"] == "probe" {
+            continue;
+        }
+        assert_eq!(event["type"], "CREATED", "{event}");
+        let id = event["task"]["id"].as_str().expect("an id");
+        assert!(expected.remove(id), "one event per task: {event}");
+    }
 }
