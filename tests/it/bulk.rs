@@ -552,3 +552,53 @@ async fn subscribers_hear_of_every_task_a_batch_created() {
         assert!(expected.remove(id), "one event per task: {event}");
     }
 }
+
+#[tokio::test]
+async fn a_thousand_prompts_of_a_thousand_characters_fit_one_request_body() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+
+    use crate::http::{json_of, post_json, send};
+    let app = TestApp::new().await;
+    let request = |prompt_chars: usize| {
+        let batch: Vec<Value> = (0..1_000)
+            .map(|i| json!({ "prompt": format!("{i:04}{}", "x".repeat(prompt_chars - 4)), "model": "echo" }))
+            .collect();
+        json!({
+            "query": "mutation($inputs: [CreateTaskInput!]!) { createTasks(inputs: $inputs) { id } }",
+            "variables": { "inputs": batch },
+        })
+        .to_string()
+    };
+    // About 1 MiB: accepted.
+    let (status, _, body) = send(app.router(), post_json(request(1_000))).await;
+    assert_eq!(status, StatusCode::OK);
+    let created = json_of(&body);
+    assert_eq!(
+        created["data"]["createTasks"].as_array().map(Vec::len),
+        Some(1_000),
+        "{created:#}"
+    );
+    // Over 2 MiB: refused whole, before anything is read into tasks.
+    let (status, _, _) = send(app.router(), post_json(request(2_200))).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(task_count(&app).await, 1_000);
+
+    // Each created task is counted once.
+    let (status, _, body) = send(
+        app.router(),
+        Request::get("/metrics")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(body).expect("text");
+    let counted = text
+        .lines()
+        .find(|line| {
+            line.starts_with("taskrunner_tasks_created_total{") && line.contains("model=\"echo\"")
+        })
+        .unwrap_or_else(|| panic!("a created-tasks series for echo in:\n{text}"));
+    assert!(counted.ends_with(" 1000"), "{counted}");
+}
