@@ -9,6 +9,8 @@
 #
 #   benches/run.sh                          # pool size 10, 32 connections, 10 s
 #   POOL_SIZES="10 16 32" benches/run.sh    # compare pool sizes
+#   SCENARIOS=create,batch PGBENCH_MODES= benches/run.sh
+#                                           # tasks/s one at a time and 1,000 a request
 #   SCENARIOS=interference ROWS=200000 PGBENCH_MODES= benches/run.sh
 #                                           # only the expensive request's effect
 #                                           # on other clients, on 200,000 rows
@@ -19,7 +21,7 @@
 # WARMUP (2), ROWS (100000), WORKERS (0: the server's task slots),
 # PGBENCH_THREADS (2), PGBENCH_MODES (simple; add `prepared` for the extended
 # protocol the server uses; empty for no pgbench), SCENARIOS (bench_api's,
-# first,deep,create,interference), RATE (200: the interference scenario's
+# first,deep,create,batch,interference), RATE (200: the interference scenario's
 # reads per second), ATTACKERS (1: its clients sending the expensive request),
 # RUST_LOG (the server's, info), CARGO_TARGET_DIR (target), LOG_DIR
 # ($CARGO_TARGET_DIR/bench-logs).
@@ -37,7 +39,7 @@ rows=${ROWS:-100000}
 workers=${WORKERS:-0}
 pgbench_threads=${PGBENCH_THREADS:-2}
 pgbench_modes=${PGBENCH_MODES-simple}
-scenarios=${SCENARIOS:-first,deep,create,interference}
+scenarios=${SCENARIOS:-first,deep,create,batch,interference}
 rate=${RATE:-200}
 attackers=${ATTACKERS:-1}
 target_dir=${CARGO_TARGET_DIR:-target}

@@ -9,6 +9,8 @@
 //! - `createTask`: the mutation, on the always-served `echo` model (the table
 //!   grows by what it inserts; serve with `--workers 0` so that the created
 //!   tasks are not run meanwhile and the API is measured alone);
+//! - `createTasks`: the same tasks [`BATCH_SIZE`] to a request, to compare
+//!   tasks created a second with `createTask`'s;
 //! - `interference`: what one client's expensive request does to everyone
 //!   else. Other clients read one task (`task(id:)`) at a steady `--rate`,
 //!   open loop (a late answer does not delay the next request), and their
@@ -55,6 +57,13 @@ const LIST_QUERY: &str = "query List($first: Int!, $after: String) { \
 const CREATE_MUTATION: &str = "mutation Create($input: CreateTaskInput!) { \
     createTask(input: $input) { id status createdAt } }";
 
+/// The mutation of the `createTasks` scenario: the fields `createTask` asks for.
+const CREATE_BATCH_MUTATION: &str = "mutation CreateMany($inputs: [CreateTaskInput!]!) { \
+    createTasks(inputs: $inputs) { id status createdAt } }";
+
+/// The tasks one `createTasks` request creates: the most it may.
+const BATCH_SIZE: u64 = 1_000;
+
 /// The rows a list page asks for.
 const PAGE_SIZE: usize = 20;
 
@@ -95,7 +104,7 @@ usage: bench_api [options]
   --rows N               rows to seed the table to (default 100000)
   --reseed               empty the table and seed it afresh (repeatable figures)
   --server-pid PID       report the server's CPU share and memory (VmRSS, VmHWM)
-  --scenarios LIST       comma-separated, from first,deep,create,interference
+  --scenarios LIST       comma-separated, from first,deep,create,batch,interference
                          (default all)
   --rate N               interference: other clients' requests per second (default 200)
   --attackers N          interference: clients sending the expensive request (default 1)
@@ -188,15 +197,17 @@ enum Scenario {
     FirstPage,
     DeepPage,
     CreateTask,
+    CreateTasks,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run: the reads first, on the table as
     /// seeded, then the writes.
-    const ALL: [Scenario; 3] = [
+    const ALL: [Scenario; 4] = [
         Scenario::FirstPage,
         Scenario::DeepPage,
         Scenario::CreateTask,
+        Scenario::CreateTasks,
     ];
 
     fn from_name(name: &str) -> anyhow::Result<Self> {
@@ -204,7 +215,10 @@ impl Scenario {
             "first" => Ok(Scenario::FirstPage),
             "deep" => Ok(Scenario::DeepPage),
             "create" => Ok(Scenario::CreateTask),
-            other => bail!("unknown scenario {other:?} (first, deep, create or interference)"),
+            "batch" => Ok(Scenario::CreateTasks),
+            other => {
+                bail!("unknown scenario {other:?} (first, deep, create, batch or interference)")
+            }
         }
     }
 
@@ -214,6 +228,16 @@ impl Scenario {
             Scenario::FirstPage => "tasks(first: 20)",
             Scenario::DeepPage => "tasks(first: 20, after: 90%)",
             Scenario::CreateTask => "createTask",
+            Scenario::CreateTasks => "createTasks (1,000 a request)",
+        }
+    }
+
+    /// The tasks one request creates.
+    fn tasks_per_request(self) -> u64 {
+        match self {
+            Scenario::FirstPage | Scenario::DeepPage => 0,
+            Scenario::CreateTask => 1,
+            Scenario::CreateTasks => BATCH_SIZE,
         }
     }
 }
@@ -634,16 +658,31 @@ impl Requests {
             Scenario::DeepPage => self.deep_page.clone(),
             Scenario::CreateTask => json!({
                 "query": CREATE_MUTATION,
-                "variables": { "input": {
-                    "prompt": format!("Benchmark task {worker}-{sequence}: translate 'good morning' into French."),
-                    // Always served, whatever providers the server has.
-                    "model": "echo",
-                    "priority": 1 + sequence % 10,
-                } },
+                "variables": { "input": create_input(worker, sequence) },
             })
             .to_string(),
+            Scenario::CreateTasks => {
+                let inputs: Vec<serde_json::Value> = (0..BATCH_SIZE)
+                    .map(|i| create_input(worker, sequence * BATCH_SIZE + i))
+                    .collect();
+                json!({
+                    "query": CREATE_BATCH_MUTATION,
+                    "variables": { "inputs": inputs },
+                })
+                .to_string()
+            }
         }
     }
+}
+
+/// The input of task number `sequence` of `worker`, in either create scenario.
+fn create_input(worker: usize, sequence: u64) -> serde_json::Value {
+    json!({
+        "prompt": format!("Benchmark task {worker}-{sequence}: translate 'good morning' into French."),
+        // Always served, whatever providers the server has.
+        "model": "echo",
+        "priority": 1 + sequence % 10,
+    })
 }
 
 /// What the benchmark reads of a GraphQL response.
@@ -950,16 +989,22 @@ fn report(results: &[(Measured, CpuSnapshot, Option<Memory>)], server_pid: Optio
     let millis = |duration: Duration| duration.as_secs_f64() * 1000.0;
     println!();
     println!(
-        "{:<30} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
-        "scenario", "requests", "errors", "req/s", "p50 ms", "p99 ms", "max ms"
+        "{:<30} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "scenario", "requests", "errors", "req/s", "tasks/s", "p50 ms", "p99 ms", "max ms"
     );
     for (measured, _, _) in results {
+        let per_request = measured.scenario.tasks_per_request();
         println!(
-            "{:<30} {:>9} {:>7} {:>9.0} {:>9.2} {:>9.2} {:>9.2}",
+            "{:<30} {:>9} {:>7} {:>9.0} {:>9} {:>9.2} {:>9.2} {:>9.2}",
             measured.scenario.label(),
             measured.latencies.len(),
             measured.errors,
             measured.requests_per_second(),
+            if per_request == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.0}", measured.requests_per_second() * per_request as f64)
+            },
             millis(measured.percentile(0.50)),
             millis(measured.percentile(0.99)),
             millis(measured.percentile(1.0)),

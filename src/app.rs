@@ -82,6 +82,11 @@ impl AppState {
         self.changes.publish(kind, task_id);
     }
 
+    /// Announces the same change to several tasks, as [`AppState::publish`].
+    pub fn publish_all(&self, kind: TaskEventType, task_ids: impl IntoIterator<Item = i64>) {
+        self.changes.publish_all(kind, task_ids);
+    }
+
     /// Waits, at most `within`, until every change published has been sent.
     pub async fn flush_events(&self, within: std::time::Duration) {
         self.changes.flush(within).await;

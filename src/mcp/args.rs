@@ -95,6 +95,14 @@ impl From<CreateTaskArgs> for TaskFields {
     }
 }
 
+/// New tasks, created together: all or none.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTasksArgs {
+    /// The tasks to create, 1 to 1,000, each with the arguments of `create_task`.
+    pub inputs: Vec<CreateTaskArgs>,
+}
+
 /// One task, by id.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

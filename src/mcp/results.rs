@@ -77,6 +77,21 @@ impl From<Task> for TaskView {
     }
 }
 
+/// Tasks created together, in the order they were given (structured content
+/// must be an object).
+#[derive(Debug, Serialize)]
+pub struct CreatedTasks {
+    pub tasks: Vec<TaskView>,
+}
+
+impl From<Vec<Task>> for CreatedTasks {
+    fn from(tasks: Vec<Task>) -> Self {
+        CreatedTasks {
+            tasks: tasks.into_iter().map(TaskView::from).collect(),
+        }
+    }
+}
+
 /// A page of the task list and the cursor of the next one (`None` on the last page).
 #[derive(Debug, Serialize)]
 pub struct TaskPage {
@@ -214,5 +229,9 @@ mod tests {
         assert_eq!(argument_name("timeoutSeconds"), "timeout_seconds");
         assert_eq!(argument_name("filter.model"), "model");
         assert_eq!(argument_name("prompt"), "prompt");
+        assert_eq!(
+            argument_name("inputs.3.maxAttempts"),
+            "inputs.3.max_attempts"
+        );
     }
 }

@@ -8,9 +8,10 @@ use rmcp::{RoleServer, tool, tool_router};
 
 use crate::mcp::TaskRunnerMcp;
 use crate::mcp::args::{
-    Arguments, CreateTaskArgs, ListTasksArgs, TaskIdArgs, WaitForTaskArgs, input_schema,
+    Arguments, CreateTaskArgs, CreateTasksArgs, ListTasksArgs, TaskIdArgs, WaitForTaskArgs,
+    input_schema,
 };
-use crate::mcp::results::{ModelList, StatsView, TaskPage, TaskView, answer};
+use crate::mcp::results::{CreatedTasks, ModelList, StatsView, TaskPage, TaskView, answer};
 use crate::mcp::wait;
 use crate::service::{self, ListArguments};
 use crate::tasks::listing::FilterFields;
@@ -36,6 +37,29 @@ impl TaskRunnerMcp {
             Err(error) => Err(error),
         };
         answer(created.map(TaskView::from))
+    }
+
+    #[tool(
+        input_schema = input_schema::<CreateTasksArgs>(),
+        description = "Queue 1 to 1,000 AI tasks at once, all or none: if any input breaks a rule \
+                       (the error names it, e.g. `inputs.3.prompt`), none is created. Each input \
+                       takes the arguments of `create_task`. Returns `tasks` in the order given; \
+                       an input whose `idempotency_key` was used before returns that task.",
+        annotations(title = "Create tasks", destructive_hint = false)
+    )]
+    async fn create_tasks(
+        &self,
+        Arguments(args): Arguments<CreateTasksArgs>,
+        request: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let created = match self.principal(&request) {
+            Ok(principal) => {
+                let inputs = args.inputs.into_iter().map(Into::into).collect();
+                service::create_tasks(&self.state, &self.state, &principal, inputs).await
+            }
+            Err(error) => Err(error),
+        };
+        answer(created.map(CreatedTasks::from))
     }
 
     #[tool(

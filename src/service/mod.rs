@@ -23,7 +23,9 @@ use crate::app::AppState;
 use crate::db::DbConn;
 use crate::error::ApiError;
 
-pub use commands::{cancel_task, create_task, delete_task, retry_task, update_task};
+pub use commands::{
+    MAX_BATCH_TASKS, cancel_task, create_task, create_tasks, delete_task, retry_task, update_task,
+};
 pub use queries::{ListArguments, TaskList, find_task, get_task, list_tasks, models, task_stats};
 
 /// Where an operation takes its database connection from, and when.

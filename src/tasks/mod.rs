@@ -1,6 +1,7 @@
 //! The domain: what a task is, the states it moves through, the rules its
 //! fields follow, and the queries that store and list tasks.
 
+pub mod batch;
 pub mod listing;
 mod model;
 mod scope;

@@ -1,6 +1,7 @@
 //! Integration tests, against a real PostgreSQL (see `harness`).
 
 mod binary;
+mod bulk;
 mod cluster;
 mod docker;
 mod embedded;

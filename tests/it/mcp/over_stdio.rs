@@ -21,7 +21,7 @@ async fn it_serves_the_tools_and_follows_a_task_that_a_worker_runs() {
     let config = ProviderConfig::for_fake(&fake);
     let client = Client::stdio(Launch::mcp().database(&db.url).providers(&config)).await;
     let tools = client.service.list_all_tools().await.expect("tools/list");
-    assert_eq!(tools.len(), 8);
+    assert_eq!(tools.len(), 9);
 
     let created = client
         .ok(

@@ -42,6 +42,7 @@ async fn tools_are_listed_with_their_input_schemas() {
         BTreeSet::from([
             "cancel_task",
             "create_task",
+            "create_tasks",
             "get_task",
             "list_models",
             "list_tasks",
@@ -90,6 +91,23 @@ async fn tools_are_listed_with_their_input_schemas() {
     }
     assert_eq!(create["properties"]["run_at"]["format"], "date-time");
     assert_eq!(create["properties"].as_object().map(|p| p.len()), Some(10));
+
+    let create_many = schema("create_tasks");
+    assert_eq!(create_many["additionalProperties"], false);
+    assert_eq!(
+        names(&create_many["required"]),
+        BTreeSet::from(["inputs".into()])
+    );
+    assert_eq!(types(&create_many["properties"]["inputs"]), ["array"]);
+    // Each input is `create_task`'s arguments.
+    let item = create_many["properties"]["inputs"]["items"]["$ref"]
+        .as_str()
+        .and_then(|reference| reference.strip_prefix("#/$defs/"))
+        .expect("inputs' items refer to a definition");
+    let each = &create_many["$defs"][item];
+    assert_eq!(each["additionalProperties"], false);
+    assert_eq!(each["properties"], create["properties"]);
+    assert_eq!(each["required"], create["required"]);
 
     for name in ["get_task", "cancel_task", "retry_task"] {
         let by_id = schema(name);
