@@ -13,11 +13,14 @@
 //!   claim of due ones;
 //! - `ai`: a provider that answers after 200 ms, 10,000 tasks at concurrency
 //!   500: tasks/s against Little's law (500 / 0.2 s = 2,500/s), the most
-//!   database connections the worker held, and its peak RSS.
+//!   database connections the worker held, and its peak RSS;
+//! - `tenants`: the drain at concurrency 64 and 512 with the tasks spread over
+//!   1 tenant, then over 100 (the claim takes tenants in turn, so every claim
+//!   visits each tenant with work), alternating for `--rounds` rounds.
 //!
 //! ```text
 //! cargo build --release --bin taskrunner --example bench_queue
-//! target/release/examples/bench_queue [--database-url URL] [--tasks N] [drain|latency|delayed|ai]...
+//! target/release/examples/bench_queue [--database-url URL] [--tasks N] [--rounds N] [drain|latency|delayed|ai|tenants]...
 //! ```
 //!
 //! `--tasks` below 200 also shortens the latency run; `BENCH_WORKER_LOG` sets the
@@ -41,6 +44,7 @@ const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/taskrunne
 async fn main() -> anyhow::Result<()> {
     let mut database_url = DEFAULT_DATABASE_URL.to_owned();
     let mut tasks = 10_000i64;
+    let mut rounds = 3usize;
     let mut scenarios = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -49,7 +53,8 @@ async fn main() -> anyhow::Result<()> {
                 database_url = args.next().context("--database-url needs a value")?
             }
             "--tasks" => tasks = args.next().context("--tasks needs a value")?.parse()?,
-            "drain" | "latency" | "delayed" | "ai" => scenarios.push(arg),
+            "--rounds" => rounds = args.next().context("--rounds needs a value")?.parse()?,
+            "drain" | "latency" | "delayed" | "ai" | "tenants" => scenarios.push(arg),
             other => bail!("unknown argument {other:?}; see the module docs"),
         }
     }
@@ -84,6 +89,15 @@ async fn main() -> anyhow::Result<()> {
                     .latency(if tasks < 200 { tasks as usize } else { 200 }, 100_000)
                     .await?;
                 bench.drain_beside(tasks, 64, 100_000).await?
+            }
+            "tenants" => {
+                for round in 1..=rounds {
+                    for concurrency in [64, 512] {
+                        for tenants in [1, 100] {
+                            bench.drain_tenants(tasks, concurrency, tenants, round).await?;
+                        }
+                    }
+                }
             }
             _ => bench.ai(tasks, 500, Duration::from_millis(200)).await?,
         }
@@ -251,6 +265,36 @@ impl Bench {
         stop(&mut worker).await;
         println!(
             "drain     concurrency {concurrency:>3}, {delayed} delayed tasks waiting: {tasks} echo tasks in {:.2} s = {:>6.0} tasks/s; worker connections ≤ {connections}, peak RSS {rss}",
+            elapsed.as_secs_f64(),
+            tasks as f64 / elapsed.as_secs_f64(),
+        );
+        Ok(())
+    }
+
+    /// Drains `tasks` due echo tasks spread evenly over `tenants` tenants.
+    async fn drain_tenants(
+        &self,
+        tasks: i64,
+        concurrency: usize,
+        tenants: i64,
+        round: usize,
+    ) -> anyhow::Result<()> {
+        self.reset().await?;
+        let mut worker = self.worker(concurrency, None).await?;
+        self.db
+            .execute(
+                "INSERT INTO tasks (prompt, model, tenant)
+                 SELECT 'task ' || g, 'echo', 't' || (g % $2::bigint) FROM generate_series(1, $1::bigint) g",
+                &[&tasks, &tenants],
+            )
+            .await?;
+        let committed = Instant::now();
+        self.db.batch_execute("NOTIFY taskrunner_task_due").await?;
+        let (done, _) = self.wait_done(tasks).await?;
+        let elapsed = done - committed;
+        stop(&mut worker).await;
+        println!(
+            "tenants   round {round}, concurrency {concurrency:>3}, {tenants:>3} tenant(s): {tasks} echo tasks in {:.2} s = {:>6.0} tasks/s",
             elapsed.as_secs_f64(),
             tasks as f64 / elapsed.as_secs_f64(),
         );
