@@ -104,7 +104,9 @@ async fn serve_until_shutdown(args: ServeArgs, shutdown: &CancellationToken) -> 
         },
         auth: HttpAuth {
             authenticator,
-            metrics_token: metrics_token.map(Arc::from),
+            metrics_token: metrics_token
+                .filter(|token| !token.is_empty())
+                .map(Arc::from),
         },
     };
     let http = tokio::spawn(
@@ -157,7 +159,9 @@ pub async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
     }
     let shutdown = shutdown_on_signal();
     let cluster = db::embedded::resolve(&mut args.database).await?;
-    let metrics_token = metrics_token.map(Arc::from);
+    let metrics_token = metrics_token
+        .filter(|token| !token.is_empty())
+        .map(Arc::from);
     let worked = work_until_shutdown(&args, metrics_bind, metrics_token, &shutdown).await;
     db::embedded::release(cluster).await;
     worked
