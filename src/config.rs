@@ -539,6 +539,28 @@ mod tests {
     }
 
     #[test]
+    fn tokens_are_on_by_default_unless_bound_to_the_loopback() {
+        let mode = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["taskrunner", "serve"].iter().chain(args)).unwrap();
+            let Some(Command::Serve(serve)) = cli.command else {
+                panic!("serve parses");
+            };
+            serve.auth_mode()
+        };
+        assert_eq!(mode(&[]), AuthMode::Off);
+        assert_eq!(mode(&["--bind", "127.0.0.2:80"]), AuthMode::Off);
+        assert_eq!(mode(&["--bind", "[::1]:80"]), AuthMode::Off);
+        assert_eq!(mode(&["--bind", "0.0.0.0:80"]), AuthMode::Tokens);
+        assert_eq!(mode(&["--bind", "[::]:80"]), AuthMode::Tokens);
+        assert_eq!(mode(&["--bind", "10.1.2.3:80"]), AuthMode::Tokens);
+        assert_eq!(
+            mode(&["--bind", "0.0.0.0:80", "--auth", "off"]),
+            AuthMode::Off
+        );
+        assert_eq!(mode(&["--auth", "tokens"]), AuthMode::Tokens);
+    }
+
+    #[test]
     fn the_graphiql_cdn_is_checked_when_parsed() {
         let cli = Cli::try_parse_from([
             "taskrunner",

@@ -268,3 +268,42 @@ async fn mcp_with_a_tenant_acts_for_that_tenant_only() {
         .get(0);
     assert_eq!(tenant, "acme");
 }
+
+#[tokio::test]
+async fn the_workers_metrics_ask_for_the_metrics_token() {
+    let db = TestDb::migrated().await;
+    let worker = Launch::worker()
+        .database(&db.url)
+        .args(["--metrics-token", "scrape-the-worker"])
+        .spawn();
+    let address = worker.address().await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{address}/metrics");
+    let refused = http.get(&url).send().await.expect("answer");
+    assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+    let wrong = http
+        .get(&url)
+        .bearer_auth("scrape-the-workers")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(wrong.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let scraped = http
+        .get(&url)
+        .bearer_auth("scrape-the-worker")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(scraped.status(), reqwest::StatusCode::OK);
+    let health = http
+        .get(format!("http://{address}/healthz"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        health.status(),
+        reqwest::StatusCode::OK,
+        "health stays open"
+    );
+}
