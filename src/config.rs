@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::auth::AuthMode;
 use crate::http::GraphiqlCdn;
 
 /// The default database: a local PostgreSQL, trusted connections.
@@ -84,6 +85,9 @@ pub enum Command {
     Mcp(McpArgs),
     /// Apply pending database migrations, then exit.
     Migrate(DatabaseArgs),
+    /// Create, list and revoke API tokens (the database is prepared first, as
+    /// `migrate` does).
+    Token(TokenArgs),
     /// Print the GraphQL schema (SDL) to stdout, as checked in to `schema.graphql`.
     Schema,
     /// Ask a running `serve` whether it is healthy (`GET /healthz`), for
@@ -123,13 +127,43 @@ pub struct ServeArgs {
     )]
     pub mcp_allowed_hosts: Vec<String>,
 
+    /// Whether API requests need a token: `tokens` (`Authorization: Bearer
+    /// <token>` on /graphql and /mcp, `connection_init` {"authorization":
+    /// "Bearer <token>"} on WebSocket) or `off` (every request acts as the
+    /// operator). Default: `off` when --bind is a loopback address, `tokens`
+    /// otherwise.
+    #[arg(long, env = "TASKRUNNER_AUTH", value_enum)]
+    pub auth: Option<AuthMode>,
+
+    /// A token `/metrics` asks for (`Authorization: Bearer <it>`). Unset:
+    /// `/metrics` is open.
+    #[arg(long, env = "TASKRUNNER_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+impl ServeArgs {
+    /// `--auth`, or its default for the address bound: off on loopback only.
+    pub fn auth_mode(&self) -> AuthMode {
+        self.auth.unwrap_or(if self.bind.ip().is_loopback() {
+            AuthMode::Off
+        } else {
+            AuthMode::Tokens
+        })
+    }
 }
 
 /// Options of the `mcp` command: the database and providers, as `serve` has them.
 #[derive(Debug, Clone, Args)]
 pub struct McpArgs {
+    /// Act for this tenant (as a member: its tasks only, new tasks its own).
+    /// The tenant must exist (`taskrunner token create` makes one). Unset:
+    /// act as the operator.
+    #[arg(long)]
+    pub tenant: Option<String>,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 
@@ -186,8 +220,93 @@ pub struct WorkerCommandArgs {
     )]
     pub metrics_bind: SocketAddr,
 
+    /// A token `/metrics` asks for (`Authorization: Bearer <it>`). Unset:
+    /// `/metrics` is open.
+    #[arg(long, env = "TASKRUNNER_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// Options of the `token` command.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub action: TokenAction,
+}
+
+/// What to do with tokens.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenAction {
+    /// Make a token and print its secret on stdout, once: it is not stored
+    /// and cannot be shown again. The tenant is created if it is new.
+    Create(TokenCreateArgs),
+    /// List every token (never its secret).
+    List(DatabaseArgs),
+    /// Revoke a token: every server refuses it within a second.
+    Revoke(TokenRevokeArgs),
+}
+
+impl TokenAction {
+    /// The database the action works on.
+    pub fn database(&mut self) -> &mut DatabaseArgs {
+        match self {
+            TokenAction::Create(args) => &mut args.database,
+            TokenAction::List(database) => database,
+            TokenAction::Revoke(args) => &mut args.database,
+        }
+    }
+}
+
+/// Options of `token create`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenCreateArgs {
+    /// The tenant it acts for.
+    #[arg(long)]
+    pub tenant: String,
+    /// What it may do: `admin` (every tenant's tasks), `member` (its
+    /// tenant's), `reader` (read its tenant's).
+    #[arg(long, value_enum, default_value_t = TokenRole::Member)]
+    pub role: TokenRole,
+    /// A label for lists (who or what holds it).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Days until it stops working. Unset: it never expires.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub expires_in_days: Option<u32>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// Options of `token revoke`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's id, as `token list` shows it.
+    pub id: i64,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// A token's role on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenRole {
+    /// Reads and changes every tenant's tasks.
+    Admin,
+    /// Reads and changes its own tenant's tasks.
+    Member,
+    /// Reads its own tenant's tasks.
+    Reader,
+}
+
+impl From<TokenRole> for crate::auth::Role {
+    fn from(role: TokenRole) -> Self {
+        match role {
+            TokenRole::Admin => crate::auth::Role::Admin,
+            TokenRole::Member => crate::auth::Role::Member,
+            TokenRole::Reader => crate::auth::Role::Reader,
+        }
+    }
 }
 
 /// What both `serve` and `worker` need: the database, how to run tasks, and
@@ -417,6 +536,28 @@ mod tests {
             cli.serve.mcp_allowed_hosts,
             ["localhost", "127.0.0.1", "[::1]"]
         );
+    }
+
+    #[test]
+    fn tokens_are_on_by_default_unless_bound_to_the_loopback() {
+        let mode = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["taskrunner", "serve"].iter().chain(args)).unwrap();
+            let Some(Command::Serve(serve)) = cli.command else {
+                panic!("serve parses");
+            };
+            serve.auth_mode()
+        };
+        assert_eq!(mode(&[]), AuthMode::Off);
+        assert_eq!(mode(&["--bind", "127.0.0.2:80"]), AuthMode::Off);
+        assert_eq!(mode(&["--bind", "[::1]:80"]), AuthMode::Off);
+        assert_eq!(mode(&["--bind", "0.0.0.0:80"]), AuthMode::Tokens);
+        assert_eq!(mode(&["--bind", "[::]:80"]), AuthMode::Tokens);
+        assert_eq!(mode(&["--bind", "10.1.2.3:80"]), AuthMode::Tokens);
+        assert_eq!(
+            mode(&["--bind", "0.0.0.0:80", "--auth", "off"]),
+            AuthMode::Off
+        );
+        assert_eq!(mode(&["--auth", "tokens"]), AuthMode::Tokens);
     }
 
     #[test]

@@ -10,15 +10,20 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
-use crate::config::{DatabaseArgs, McpArgs, ProviderArgs, RunArgs, ServeArgs, WorkerCommandArgs};
+use crate::auth::{self, AuthMode, Authenticator, Principal, Role};
+use crate::config::{
+    DatabaseArgs, McpArgs, ProviderArgs, RunArgs, ServeArgs, TokenAction, TokenArgs,
+    WorkerCommandArgs,
+};
 use crate::db;
 use crate::events::{EVENTS_CHANNEL, Listener};
-use crate::http::{HttpOptions, Readiness};
+use crate::http::{HttpAuth, HttpOptions, Readiness};
 use crate::metrics::Metrics;
 use crate::output::OUTPUT_CHANNEL;
 use crate::providers::config::load_router;
 use crate::providers::routing::ModelRouter;
 use crate::queue::{CANCEL_CHANNEL, DUE_CHANNEL, Worker};
+use crate::tasks::validation::check_tenant_name;
 
 /// How often providers are asked again which models they serve.
 const MODEL_REFRESH_PERIOD: Duration = Duration::from_secs(300);
@@ -42,12 +47,25 @@ pub async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
 /// `serve` once its database is chosen; whatever it returns, the caller
 /// then releases the private cluster, with every pool and listener closed.
 async fn serve_until_shutdown(args: ServeArgs, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let auth_mode = args.auth_mode();
     let ServeArgs {
         bind,
         graphiql_cdn,
         mcp_allowed_hosts,
+        auth: _,
+        metrics_token,
         run,
     } = args;
+    match auth_mode {
+        AuthMode::Tokens => tracing::info!("tokens are on: API requests need a bearer token"),
+        AuthMode::Off if !bind.ip().is_loopback() => tracing::warn!(
+            %bind,
+            "tokens are off on an address other machines can reach: anyone who reaches it \
+             acts as the operator (an admin); set --auth tokens unless something in front \
+             of it checks who is asking"
+        ),
+        AuthMode::Off => tracing::info!("tokens are off: every request acts as the operator"),
+    }
     let started = async {
         let router = providers(&run.providers).await?;
         let state = AppState::connect(&run.database, router).await?;
@@ -75,12 +93,20 @@ async fn serve_until_shutdown(args: ServeArgs, shutdown: &CancellationToken) -> 
     .await;
     state.listen_on(&notifications);
     tracing::info!(%address, "listening; GraphiQL at http://{address}/, MCP at http://{address}/mcp");
+    let authenticator =
+        (auth_mode == AuthMode::Tokens).then(|| Authenticator::new(state.pool().clone()));
     let options = HttpOptions {
         graphiql_cdn,
         mcp: crate::mcp::HttpSettings {
             allowed_hosts: mcp_allowed_hosts,
             shutdown: shutdown.child_token(),
-            fallback: Some(crate::auth::Principal::operator()),
+            fallback: authenticator.is_none().then(Principal::operator),
+        },
+        auth: HttpAuth {
+            authenticator,
+            metrics_token: metrics_token
+                .filter(|token| !token.is_empty())
+                .map(Arc::from),
         },
     };
     let http = tokio::spawn(
@@ -125,6 +151,7 @@ async fn serve_until_shutdown(args: ServeArgs, shutdown: &CancellationToken) -> 
 pub async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
     let WorkerCommandArgs {
         metrics_bind,
+        metrics_token,
         run: mut args,
     } = args;
     if args.worker.workers == 0 {
@@ -132,7 +159,10 @@ pub async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
     }
     let shutdown = shutdown_on_signal();
     let cluster = db::embedded::resolve(&mut args.database).await?;
-    let worked = work_until_shutdown(&args, metrics_bind, &shutdown).await;
+    let metrics_token = metrics_token
+        .filter(|token| !token.is_empty())
+        .map(Arc::from);
+    let worked = work_until_shutdown(&args, metrics_bind, metrics_token, &shutdown).await;
     db::embedded::release(cluster).await;
     worked
 }
@@ -141,6 +171,7 @@ pub async fn worker(args: WorkerCommandArgs) -> anyhow::Result<()> {
 async fn work_until_shutdown(
     args: &RunArgs,
     metrics_bind: SocketAddr,
+    metrics_token: Option<Arc<str>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let started = async {
@@ -170,7 +201,7 @@ async fn work_until_shutdown(
     let http = tokio::spawn(
         axum::serve(
             probes,
-            crate::http::worker_router(Arc::clone(&metrics), readiness),
+            crate::http::worker_router(Arc::clone(&metrics), readiness, metrics_token),
         )
         .with_graceful_shutdown(finished.clone().cancelled_owned())
         .into_future(),
@@ -207,6 +238,28 @@ async fn mcp_until_shutdown(args: McpArgs, shutdown: CancellationToken) -> anyho
     let Some(state) = until_cancelled(&shutdown, started).await? else {
         return Ok(());
     };
+    let principal = match args.tenant {
+        None => Principal::operator(),
+        Some(tenant) => {
+            let tenant = check_tenant_name("--tenant", tenant)
+                .map_err(|invalid| anyhow::anyhow!("--tenant {}", invalid.message))?;
+            let mut conn = state
+                .pool()
+                .get()
+                .await
+                .context("could not reach the database")?;
+            if !auth::store::tenant_exists(&mut conn, &tenant)
+                .await
+                .context("could not look the tenant up")?
+            {
+                anyhow::bail!(
+                    "no tenant is named {tenant:?}: `taskrunner token create --tenant {tenant}` makes one"
+                );
+            }
+            tracing::info!(%tenant, "acting for one tenant, as a member");
+            Principal::local(tenant, Role::Member)
+        }
+    };
     // `wait_for_task` hears of changes made by any process through the hub.
     let notifications = Listener::start(
         args.database.database_url.clone(),
@@ -216,8 +269,7 @@ async fn mcp_until_shutdown(args: McpArgs, shutdown: CancellationToken) -> anyho
     )
     .await;
     state.listen_on(&notifications);
-    let served =
-        crate::mcp::serve_stdio(state.clone(), crate::auth::Principal::operator(), shutdown).await;
+    let served = crate::mcp::serve_stdio(state.clone(), principal, shutdown).await;
     state.flush_events(Duration::from_secs(1)).await;
     served
 }
@@ -243,6 +295,35 @@ pub async fn migrate(mut args: DatabaseArgs) -> anyhow::Result<()> {
     let migrated = db::prepare_database(&args).await;
     db::embedded::release(cluster).await;
     migrated.map(drop)
+}
+
+/// Creates, lists or revokes tokens (creating and migrating the database
+/// first if need be).
+pub async fn token(mut args: TokenArgs) -> anyhow::Result<()> {
+    let database = args.action.database();
+    let cluster = db::embedded::resolve(database).await?;
+    let done = token_on_database(args.action).await;
+    db::embedded::release(cluster).await;
+    done
+}
+
+/// `token` once its database is chosen.
+async fn token_on_database(mut action: TokenAction) -> anyhow::Result<()> {
+    let database = action.database().clone();
+    db::prepare_database(&database).await?;
+    let mut conn = db::establish(&database.database_url, database.timeout())
+        .await
+        .with_context(|| {
+            format!(
+                "could not connect to {}",
+                db::redact_url(&database.database_url)
+            )
+        })?;
+    match action {
+        TokenAction::Create(args) => crate::auth::commands::create(&mut conn, args).await,
+        TokenAction::List(_) => crate::auth::commands::list(&mut conn).await,
+        TokenAction::Revoke(args) => crate::auth::commands::revoke(&mut conn, args.id).await,
+    }
 }
 
 /// Loads the provider routes, asks providers for their models, and keeps

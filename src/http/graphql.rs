@@ -20,9 +20,7 @@ pub async fn execute_post(
     request: Result<GraphQLRequest, GraphQLRejection>,
 ) -> Response {
     match request {
-        Ok(request) => execute(&state, &headers, request.into_inner())
-            .await
-            .into_response(),
+        Ok(request) => execute(&state, &headers, request.into_inner()).await,
         Err(rejection) => bad_request(rejection),
     }
 }
@@ -60,7 +58,7 @@ async fn query_over_get(
         )
             .into_response();
     }
-    execute(&state, &headers, request).await.into_response()
+    execute(&state, &headers, request).await
 }
 
 /// A body that is not a GraphQL request: 400 (413 when too large), with the
@@ -92,22 +90,28 @@ fn bad_request(GraphQLRejection(error): GraphQLRejection) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Runs `request` as the principal its headers name (401 if they name none
+/// when tokens are on).
 async fn execute(
     state: &HttpState,
     headers: &HeaderMap,
     request: async_graphql::Request,
-) -> GraphQLResponse {
+) -> Response {
     let request_id = headers
         .get(REQUEST_ID_HEADER)
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let request = request.data(crate::auth::Principal::operator());
+    let principal = match state.auth.principal(headers).await {
+        Ok(principal) => principal,
+        Err(refused) => return refused,
+    };
+    let request = request.data(principal);
     let mut response = state.schema.execute(request).await;
     for error in &mut response.errors {
         label(error, &request_id);
     }
-    response.into()
+    GraphQLResponse::from(response).into_response()
 }
 
 /// Gives every error a code (the engine's own errors have none) and the

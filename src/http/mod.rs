@@ -2,6 +2,7 @@
 //! path), GraphiQL, MCP, health checks, Prometheus metrics, and the layers every request passes
 //! through (request id, tracing, body limit, panic guard).
 
+mod auth;
 mod graphiql;
 mod graphql;
 mod health;
@@ -21,6 +22,7 @@ use crate::app::AppState;
 use crate::graphql::TaskRunnerSchema;
 use crate::mcp;
 
+pub use auth::{HttpAuth, check_metrics_token};
 pub use graphiql::{DEFAULT_GRAPHIQL_CDN, GraphiqlCdn, GraphiqlPage};
 pub use health::{NotReady, READINESS_TIMEOUT, Readiness};
 pub use metrics::worker_router;
@@ -42,6 +44,8 @@ pub struct HttpState {
     pub app: AppState,
     /// GraphiQL's page, rendered once when the router is built.
     pub graphiql: GraphiqlPage,
+    /// Who requests act as.
+    pub auth: HttpAuth,
 }
 
 /// What `serve`'s settings change in the HTTP application.
@@ -51,6 +55,8 @@ pub struct HttpOptions {
     pub graphiql_cdn: GraphiqlCdn,
     /// How `/mcp` is served (by default it answers the loopback host names only).
     pub mcp: mcp::HttpSettings,
+    /// Tokens on or off, and the metrics token.
+    pub auth: HttpAuth,
 }
 
 /// The whole HTTP application, with every option at its default.
@@ -59,12 +65,28 @@ pub fn router(app: AppState) -> Router {
 }
 
 /// The whole HTTP application, as `options` configure it.
+/// With tokens on, `/mcp` has no fallback principal: a request the
+/// authentication layer let through always carries its own.
 pub fn router_with(app: AppState, options: HttpOptions) -> Router {
-    let mcp = mcp::http_service(app.clone(), options.mcp);
+    let HttpOptions {
+        graphiql_cdn,
+        mut mcp,
+        auth,
+    } = options;
+    if auth.authenticator.is_some() {
+        mcp.fallback = None;
+    }
+    let mcp = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            auth::authenticate_mcp,
+        ))
+        .service(mcp::http_service(app.clone(), mcp));
     let state = HttpState {
         schema: crate::graphql::schema(app.clone()),
         app,
-        graphiql: GraphiqlPage::new(&options.graphiql_cdn),
+        graphiql: GraphiqlPage::new(&graphiql_cdn),
+        auth,
     };
     Router::new()
         .route("/", get(graphiql::graphiql))

@@ -14,7 +14,7 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
-use crate::http::{HttpState, MAX_BODY_BYTES};
+use crate::http::{HttpAuth, HttpState, MAX_BODY_BYTES};
 
 /// How long a client may take to send `connection_init` after connecting,
 /// and to answer a ping, before the connection is closed.
@@ -46,6 +46,7 @@ pub async fn upgrade(state: HttpState, mut parts: Parts) -> Response {
         Err(refused) => return refused.into_response(),
     };
     let schema = state.schema.clone();
+    let auth = state.auth.clone();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -53,17 +54,26 @@ pub async fn upgrade(state: HttpState, mut parts: Parts) -> Response {
         .max_message_size(MAX_BODY_BYTES)
         .on_upgrade(move |socket| {
             GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(accept_connection)
+                .on_connection_init(move |payload| accept_connection(auth, payload))
                 .keepalive_timeout(KEEPALIVE)
                 .serve()
         })
 }
 
 /// `connection_init`: where a client's token goes
-/// (`{"authorization": "Bearer …"}`). Tokens are not checked yet; any payload
-/// is accepted.
-async fn accept_connection(_payload: serde_json::Value) -> async_graphql::Result<Data> {
+/// (`{"authorization": "Bearer …"}`). With tokens on, a missing or bad one
+/// ends the connection: async-graphql closes a `graphql-transport-ws` socket
+/// with 1002 and the reason (a `graphql-ws` one gets `connection_error`).
+async fn accept_connection(
+    auth: HttpAuth,
+    payload: serde_json::Value,
+) -> async_graphql::Result<Data> {
+    let authorization = payload
+        .get("authorization")
+        .or_else(|| payload.get("Authorization"))
+        .map(|value| value.as_str().unwrap_or_default());
+    let principal = auth.principal_of(authorization).await?;
     let mut data = Data::default();
-    data.insert(crate::auth::Principal::operator());
+    data.insert(principal);
     Ok(data)
 }

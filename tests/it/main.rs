@@ -1,5 +1,6 @@
 //! Integration tests, against a real PostgreSQL (see `harness`).
 
+mod auth;
 mod binary;
 mod bulk;
 mod cluster;

@@ -29,7 +29,12 @@ pub struct Launch {
 impl Launch {
     /// `taskrunner serve` on any free port of 127.0.0.1.
     pub fn serve() -> Launch {
-        Launch::command("serve").args(["--bind", "127.0.0.1:0"])
+        Launch::serve_on("127.0.0.1:0")
+    }
+
+    /// `taskrunner serve --bind <bind>`.
+    pub fn serve_on(bind: &str) -> Launch {
+        Launch::command("serve").args(["--bind", bind])
     }
 
     /// `taskrunner worker`, serving its health checks and metrics on any
@@ -51,6 +56,12 @@ impl Launch {
     /// `taskrunner migrate`, which exits once the schema is up to date.
     pub fn migrate() -> Launch {
         Launch::command("migrate")
+    }
+
+    /// `taskrunner token`, which creates, lists or revokes tokens and exits
+    /// (the action and its options follow, as `args`).
+    pub fn token() -> Launch {
+        Launch::command("token")
     }
 
     fn command(name: &str) -> Launch {
