@@ -26,6 +26,7 @@ async fn main() -> ExitCode {
             Ok(())
         }
         Some(Command::Migrate(database)) => server::migrate(database).await,
+        Some(Command::Tenant(command)) => server::tenant(command).await,
         Some(Command::Mcp(args)) => server::mcp(args).await,
         Some(Command::Serve(args)) => server::serve(args).await,
         Some(Command::Worker(args)) => server::worker(args).await,

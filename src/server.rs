@@ -1,4 +1,4 @@
-//! The `serve`, `worker`, `mcp` and `migrate` commands: start-up, running,
+//! The `serve`, `worker`, `mcp`, `migrate` and `tenant` commands: start-up, running,
 //! and graceful shutdown.
 
 use std::net::SocketAddr;
@@ -10,7 +10,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
-use crate::config::{DatabaseArgs, McpArgs, ProviderArgs, RunArgs, ServeArgs, WorkerCommandArgs};
+use crate::config::{
+    DatabaseArgs, McpArgs, ProviderArgs, RunArgs, ServeArgs, TenantCommand, TenantSetArgs,
+    WorkerCommandArgs,
+};
 use crate::db;
 use crate::events::{EVENTS_CHANNEL, Listener};
 use crate::http::{HttpOptions, Readiness};
@@ -19,6 +22,7 @@ use crate::output::OUTPUT_CHANNEL;
 use crate::providers::config::load_router;
 use crate::providers::routing::ModelRouter;
 use crate::queue::{CANCEL_CHANNEL, DUE_CHANNEL, Worker};
+use crate::tenants::settings;
 
 /// How often providers are asked again which models they serve.
 const MODEL_REFRESH_PERIOD: Duration = Duration::from_secs(300);
@@ -243,6 +247,57 @@ pub async fn migrate(mut args: DatabaseArgs) -> anyhow::Result<()> {
     let migrated = db::prepare_database(&args).await;
     db::embedded::release(cluster).await;
     migrated.map(drop)
+}
+
+/// `taskrunner tenant set` and `tenant list`: prepares the database as
+/// `migrate` does, then changes or prints the tenants.
+pub async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
+    let (mut database, set) = match command {
+        TenantCommand::Set(args) => {
+            let database = args.database.clone();
+            (database, Some(args))
+        }
+        TenantCommand::List(database) => (database, None),
+    };
+    let cluster = db::embedded::resolve(&mut database).await?;
+    let done = tenant_on(&database, set).await;
+    db::embedded::release(cluster).await;
+    done
+}
+
+async fn tenant_on(database: &DatabaseArgs, set: Option<TenantSetArgs>) -> anyhow::Result<()> {
+    db::prepare_database(database).await?;
+    let mut conn = db::establish(&database.database_url, database.timeout())
+        .await
+        .context("could not connect to the database")?;
+    if let Some(args) = set {
+        settings::set(
+            &mut conn,
+            &args.name,
+            args.max_pending,
+            args.creates_per_minute,
+        )
+        .await
+        .with_context(|| format!("could not set tenant {:?}", args.name))?;
+    }
+    let rows = settings::list(&mut conn)
+        .await
+        .context("could not list the tenants")?;
+    let limit = |value: Option<i32>| value.map_or_else(|| "none".to_owned(), |n| n.to_string());
+    println!(
+        "{:<24} {:>12} {:>19} {:>10}",
+        "NAME", "MAX_PENDING", "CREATES_PER_MINUTE", "PENDING"
+    );
+    for row in rows {
+        println!(
+            "{:<24} {:>12} {:>19} {:>10}",
+            row.name,
+            limit(row.max_pending),
+            limit(row.creates_per_minute),
+            row.pending
+        );
+    }
+    Ok(())
 }
 
 /// Loads the provider routes, asks providers for their models, and keeps
