@@ -1,8 +1,8 @@
 //! A tenant's quotas: how many tasks it may have PENDING, and how many it may
 //! create a minute.
 //!
-//! A tenant without limits costs one primary-key lookup and takes no lock. A
-//! tenant with limits has its row locked (FOR UPDATE) by the check, which the
+//! A tenant without limits costs one primary-key lookup ([`is_limited`]),
+//! no lock and no transaction. A tenant with limits has its row locked (FOR UPDATE) by the check, which the
 //! caller runs in the transaction that inserts the tasks: creates of one
 //! limited tenant take turns, on every API node, so that the pending count
 //! one of them reads already includes what the others inserted.
@@ -23,6 +23,21 @@ pub const MAX_PENDING_RETRY_SECONDS: u64 = 5;
 /// The window `creates_per_minute` counts over, and the burst it allows: a
 /// whole minute's creates at once.
 const WINDOW: TimeDelta = TimeDelta::minutes(1);
+
+/// Whether `tenant` has a quota: one primary-key lookup, no lock. Creates
+/// of a tenant without one need no transaction and no [`admit_creates`].
+/// A limit set meanwhile applies from the next create.
+pub async fn is_limited(conn: &mut AsyncPgConnection, tenant: &str) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        tenants::table.filter(tenants::name.eq(tenant)).filter(
+            tenants::max_pending
+                .is_not_null()
+                .or(tenants::creates_per_minute.is_not_null()),
+        ),
+    ))
+    .get_result(conn)
+    .await
+}
 
 /// A limited tenant's row: max_pending, creates_per_minute, creates_due_at,
 /// and the database's clock.
