@@ -94,7 +94,9 @@ async fn main() -> anyhow::Result<()> {
                 for round in 1..=rounds {
                     for concurrency in [64, 512] {
                         for tenants in [1, 100] {
-                            bench.drain_tenants(tasks, concurrency, tenants, round).await?;
+                            bench
+                                .drain_tenants(tasks, concurrency, tenants, round)
+                                .await?;
                         }
                     }
                 }

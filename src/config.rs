@@ -90,6 +90,9 @@ pub enum Command {
     Token(TokenArgs),
     /// Print the GraphQL schema (SDL) to stdout, as checked in to `schema.graphql`.
     Schema,
+    /// Set a tenant's quotas, or list the tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
     /// Ask a running `serve` whether it is healthy (`GET /healthz`), for
     /// container health checks: exit 0 on a 2xx answer, 1 otherwise, with the
     /// reason on stderr.
@@ -703,4 +706,33 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
+}
+
+/// What `taskrunner tenant` does.
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant if it is missing and set its quotas; a quota not
+    /// given stays as it is. Over a quota, createTask fails RATE_LIMITED.
+    Set(TenantSetArgs),
+    /// List the tenants: name, quotas and PENDING tasks.
+    List(DatabaseArgs),
+}
+
+/// Options of `taskrunner tenant set`.
+#[derive(Debug, Clone, Args)]
+pub struct TenantSetArgs {
+    /// The tenant's name: lowercase letters, digits, `_`, `.` and `-`, up to 63.
+    pub name: String,
+
+    /// Most tasks the tenant may have PENDING at once, or `none` for no limit.
+    #[arg(long, value_name = "N|none", value_parser = crate::tenants::settings::parse_limit)]
+    pub max_pending: Option<crate::tenants::settings::Limit>,
+
+    /// Most tasks the tenant may create a minute (a whole minute's worth may
+    /// come at once), or `none` for no limit.
+    #[arg(long, value_name = "N|none", value_parser = crate::tenants::settings::parse_limit)]
+    pub creates_per_minute: Option<crate::tenants::settings::Limit>,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }

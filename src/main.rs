@@ -27,6 +27,7 @@ async fn main() -> ExitCode {
         }
         Some(Command::Migrate(database)) => server::migrate(database).await,
         Some(Command::Token(args)) => server::token(args).await,
+        Some(Command::Tenant(command)) => server::tenant(command).await,
         Some(Command::Mcp(args)) => server::mcp(args).await,
         Some(Command::Serve(args)) => server::serve(args).await,
         Some(Command::Worker(args)) => server::worker(args).await,

@@ -1,4 +1,4 @@
-//! The `serve`, `worker`, `mcp` and `migrate` commands: start-up, running,
+//! The `serve`, `worker`, `mcp`, `migrate` and `tenant` commands: start-up, running,
 //! and graceful shutdown.
 
 use std::net::SocketAddr;
@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use crate::app::AppState;
 use crate::auth::{self, AuthMode, Authenticator, Principal, Role};
 use crate::config::{
-    DatabaseArgs, McpArgs, ProviderArgs, RunArgs, ServeArgs, TokenAction, TokenArgs,
-    WorkerCommandArgs,
+    DatabaseArgs, McpArgs, ProviderArgs, RunArgs, ServeArgs, TenantCommand, TenantSetArgs,
+    TokenAction, TokenArgs, WorkerCommandArgs,
 };
 use crate::db;
 use crate::events::{EVENTS_CHANNEL, Listener};
@@ -24,6 +24,7 @@ use crate::providers::config::load_router;
 use crate::providers::routing::ModelRouter;
 use crate::queue::{CANCEL_CHANNEL, DUE_CHANNEL, Worker};
 use crate::tasks::validation::check_tenant_name;
+use crate::tenants::settings;
 
 /// How often providers are asked again which models they serve.
 const MODEL_REFRESH_PERIOD: Duration = Duration::from_secs(300);
@@ -307,6 +308,22 @@ pub async fn token(mut args: TokenArgs) -> anyhow::Result<()> {
     done
 }
 
+/// `taskrunner tenant set` and `tenant list`: prepares the database as
+/// `migrate` does, then changes or prints the tenants.
+pub async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
+    let (mut database, set) = match command {
+        TenantCommand::Set(args) => {
+            let database = args.database.clone();
+            (database, Some(args))
+        }
+        TenantCommand::List(database) => (database, None),
+    };
+    let cluster = db::embedded::resolve(&mut database).await?;
+    let done = tenant_on(&database, set).await;
+    db::embedded::release(cluster).await;
+    done
+}
+
 /// `token` once its database is chosen.
 async fn token_on_database(mut action: TokenAction) -> anyhow::Result<()> {
     let database = action.database().clone();
@@ -324,6 +341,42 @@ async fn token_on_database(mut action: TokenAction) -> anyhow::Result<()> {
         TokenAction::List(_) => crate::auth::commands::list(&mut conn).await,
         TokenAction::Revoke(args) => crate::auth::commands::revoke(&mut conn, args.id).await,
     }
+}
+
+/// `tenant` once its database is chosen.
+async fn tenant_on(database: &DatabaseArgs, set: Option<TenantSetArgs>) -> anyhow::Result<()> {
+    db::prepare_database(database).await?;
+    let mut conn = db::establish(&database.database_url, database.timeout())
+        .await
+        .context("could not connect to the database")?;
+    if let Some(args) = set {
+        settings::set(
+            &mut conn,
+            &args.name,
+            args.max_pending,
+            args.creates_per_minute,
+        )
+        .await
+        .with_context(|| format!("could not set tenant {:?}", args.name))?;
+    }
+    let rows = settings::list(&mut conn)
+        .await
+        .context("could not list the tenants")?;
+    let limit = |value: Option<i32>| value.map_or_else(|| "none".to_owned(), |n| n.to_string());
+    println!(
+        "{:<24} {:>12} {:>19} {:>10}",
+        "NAME", "MAX_PENDING", "CREATES_PER_MINUTE", "PENDING"
+    );
+    for row in rows {
+        println!(
+            "{:<24} {:>12} {:>19} {:>10}",
+            row.name,
+            limit(row.max_pending),
+            limit(row.creates_per_minute),
+            row.pending
+        );
+    }
+    Ok(())
 }
 
 /// Loads the provider routes, asks providers for their models, and keeps

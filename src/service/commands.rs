@@ -29,8 +29,17 @@ pub async fn create_task(
     let new_task = fields.into_new_task(principal.tenant())?;
     state.check_model_is_served(&new_task.model)?;
     let mut conn = connections.connection().await?;
-    crate::tenants::admit_creates(&mut conn, &new_task.tenant, 1).await?;
-    let (task, created) = store::insert(&mut conn, &new_task).await?;
+    let (task, created) = if crate::tenants::is_limited(&mut conn, &new_task.tenant).await? {
+        // One transaction, so that a limited tenant's row stays locked from
+        // its quota check until its task is in.
+        conn.transaction::<_, ApiError, _>(async |conn| {
+            crate::tenants::admit_creates(conn, &new_task.tenant, 1).await?;
+            Ok(store::insert(conn, &new_task).await?)
+        })
+        .await?
+    } else {
+        store::insert(&mut conn, &new_task).await?
+    };
     drop(conn);
     if !created {
         tracing::info!(

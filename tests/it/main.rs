@@ -25,6 +25,7 @@ mod providers_routing;
 mod proxy;
 mod queue;
 mod queue_guarantees;
+mod quotas;
 mod schema_file;
 mod streaming;
 mod subscriptions;

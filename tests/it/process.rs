@@ -64,6 +64,15 @@ impl Launch {
         Launch::command("token")
     }
 
+    /// Any command line (after the program name), logging as the others do.
+    pub fn command_line<S: Into<String>>(args: impl IntoIterator<Item = S>) -> Launch {
+        let mut args = args.into_iter().map(Into::into);
+        let name: String = args.next().unwrap_or_default();
+        let mut launch = Launch::command(&name);
+        launch.args.splice(1..1, args);
+        launch
+    }
+
     fn command(name: &str) -> Launch {
         Launch {
             args: vec![name.to_owned(), "--log-format".into(), "json".into()],
