@@ -93,7 +93,10 @@ async fn a_stream_that_ends_before_the_answer_is_a_failure_that_may_pass() {
             "stream-cut:2:a b c d",
             "the answer's stream ended before the answer did",
         ),
-        ("stream-break:2:a b c d", "fake: request failed: "),
+        (
+            "stream-break:2:a b c d",
+            "fake: the connection broke while the answer was read",
+        ),
         (
             "stream-error:2:a b c d",
             "fake: the provider failed mid-answer: fake provider failed mid-answer",
