@@ -69,7 +69,7 @@ start_server() {
 
 # The requests per second bench_api printed for a scenario.
 rate_of() {
-    awk -v label="$2" 'index($0, label) == 1 { print $(NF - 3); exit }' "$1"
+    awk -v label="$2" 'index($0, label) == 1 { print $(NF - 4); exit }' "$1"
 }
 
 declare -A results

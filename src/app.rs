@@ -9,6 +9,7 @@ use crate::events::{ChangePublisher, EventHub, Listener, TaskEventType};
 use crate::metrics::{Metrics, PoolName};
 use crate::output::{OUTPUT_CHANNEL, OutputHub};
 use crate::providers::routing::{ModelRouter, Unroutable};
+use crate::tenants::LimitCache;
 
 /// What the API needs to answer a request: the database pool, the model
 /// routes, the event backbone (announcing changes, hearing them for
@@ -22,6 +23,7 @@ pub struct AppState {
     events: EventHub,
     output: OutputHub,
     metrics: Arc<Metrics>,
+    tenant_limits: Arc<LimitCache>,
     connections_per_request: usize,
 }
 
@@ -53,6 +55,7 @@ impl AppState {
             events,
             output,
             metrics,
+            tenant_limits: Arc::default(),
             connections_per_request: DEFAULT_CONNECTIONS_PER_REQUEST,
         }
     }
@@ -95,6 +98,11 @@ impl AppState {
     /// The hub subscribers watch tasks through.
     pub fn events(&self) -> &EventHub {
         &self.events
+    }
+
+    /// Which tenants have no quota, as read in the last second.
+    pub fn tenant_limits(&self) -> &LimitCache {
+        &self.tenant_limits
     }
 
     /// The process's metrics.

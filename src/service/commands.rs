@@ -29,7 +29,11 @@ pub async fn create_task(
     let new_task = fields.into_new_task(principal.tenant())?;
     state.check_model_is_served(&new_task.model)?;
     let mut conn = connections.connection().await?;
-    let (task, created) = if crate::tenants::is_limited(&mut conn, &new_task.tenant).await? {
+    let (task, created) = if state
+        .tenant_limits()
+        .is_limited(&mut conn, &new_task.tenant)
+        .await?
+    {
         // One transaction, so that a limited tenant's row stays locked from
         // its quota check until its task is in.
         conn.transaction::<_, ApiError, _>(async |conn| {

@@ -3,4 +3,4 @@
 mod quota;
 pub mod settings;
 
-pub use quota::{MAX_PENDING_RETRY_SECONDS, admit_creates, admit_rate, is_limited};
+pub use quota::{LimitCache, MAX_PENDING_RETRY_SECONDS, admit_creates, admit_rate, is_limited};

@@ -7,6 +7,10 @@
 //! limited tenant take turns, on every API node, so that the pending count
 //! one of them reads already includes what the others inserted.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, TimeDelta, Utc};
 
 use diesel::prelude::*;
@@ -37,6 +41,55 @@ pub async fn is_limited(conn: &mut AsyncPgConnection, tenant: &str) -> QueryResu
     ))
     .get_result(conn)
     .await
+}
+
+/// How long a tenant read as having no quota is taken at its word.
+const UNLIMITED_FOR: Duration = Duration::from_secs(1);
+/// The most tenants remembered as having no quota.
+const MAX_REMEMBERED: usize = 10_000;
+
+/// The tenants read as having no quota in the last second, so that their
+/// creates cost no lookup at all; a limit set meanwhile applies within a
+/// second on every process. A tenant with a quota is always read afresh
+/// (its check locks its row anyway).
+#[derive(Debug, Default)]
+pub struct LimitCache {
+    unlimited: Mutex<HashMap<String, Instant>>,
+}
+
+impl LimitCache {
+    /// Whether `tenant` has a quota: [`is_limited`], remembered for a second
+    /// when it has none.
+    pub async fn is_limited(
+        &self,
+        conn: &mut AsyncPgConnection,
+        tenant: &str,
+    ) -> QueryResult<bool> {
+        let fresh = |read: &Instant| read.elapsed() < UNLIMITED_FOR;
+        if self.remembered().get(tenant).is_some_and(fresh) {
+            return Ok(false);
+        }
+        let limited = is_limited(conn, tenant).await?;
+        let mut remembered = self.remembered();
+        if limited {
+            remembered.remove(tenant);
+        } else {
+            if remembered.len() >= MAX_REMEMBERED {
+                remembered.retain(|_, read| fresh(read));
+                if remembered.len() >= MAX_REMEMBERED {
+                    remembered.clear();
+                }
+            }
+            remembered.insert(tenant.to_owned(), Instant::now());
+        }
+        Ok(limited)
+    }
+
+    fn remembered(&self) -> MutexGuard<'_, HashMap<String, Instant>> {
+        self.unlimited
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// A limited tenant's row: max_pending, creates_per_minute, creates_due_at,

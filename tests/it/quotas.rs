@@ -222,3 +222,32 @@ async fn concurrent_creates_never_take_a_tenant_over_max_pending() {
     assert_eq!(created, 5);
     assert_eq!(pending_of(&app, "race").await, 5);
 }
+
+#[tokio::test]
+async fn a_limit_set_while_a_tenant_creates_applies_within_a_second() {
+    let app = TestApp::new().await;
+    // Read as unlimited, and remembered so for a second.
+    let first = create_as(&app, "late").await;
+    assert!(first.get("errors").is_none(), "{first:#}");
+    sql(
+        &app,
+        "INSERT INTO tenants (name, max_pending) VALUES ('late', 1)
+         ON CONFLICT (name) DO UPDATE SET max_pending = 1",
+    )
+    .await;
+    let set = std::time::Instant::now();
+    loop {
+        let response = create_as(&app, "late").await;
+        if response.get("errors").is_some() {
+            assert_eq!(error_code(&response), "RATE_LIMITED", "{response:#}");
+            break;
+        }
+        assert!(
+            set.elapsed() < Duration::from_secs(2),
+            "the limit was not applied within a second (and a margin)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // From then on every create is refused.
+    assert_eq!(error_code(&create_as(&app, "late").await), "RATE_LIMITED");
+}
