@@ -30,12 +30,11 @@ impl TaskRunnerMcp {
         Arguments(args): Arguments<CreateTaskArgs>,
         request: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let created = match self.principal(&request) {
-            Ok(principal) => {
-                service::create_task(&self.state, &self.state, &principal, args.into()).await
-            }
-            Err(error) => Err(error),
-        };
+        let created = async {
+            let principal = self.principal(&request)?;
+            service::create_task(&self.state, &self.state, &principal, args.into()).await
+        }
+        .await;
         answer(created.map(TaskView::from))
     }
 
@@ -52,13 +51,12 @@ impl TaskRunnerMcp {
         Arguments(args): Arguments<CreateTasksArgs>,
         request: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let created = match self.principal(&request) {
-            Ok(principal) => {
-                let inputs = args.inputs.into_iter().map(Into::into).collect();
-                service::create_tasks(&self.state, &self.state, &principal, inputs).await
-            }
-            Err(error) => Err(error),
-        };
+        let created = async {
+            let principal = self.principal(&request)?;
+            let inputs = args.inputs.into_iter().map(Into::into).collect();
+            service::create_tasks(&self.state, &self.state, &principal, inputs).await
+        }
+        .await;
         answer(created.map(CreatedTasks::from))
     }
 
@@ -73,10 +71,11 @@ impl TaskRunnerMcp {
         Arguments(args): Arguments<TaskIdArgs>,
         request: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let task = match self.principal(&request) {
-            Ok(principal) => service::get_task(&self.state, &principal, &args.id).await,
-            Err(error) => Err(error),
-        };
+        let task = async {
+            let principal = self.principal(&request)?;
+            service::get_task(&self.state, &principal, &args.id).await
+        }
+        .await;
         answer(task.map(TaskView::from))
     }
 
@@ -102,10 +101,11 @@ impl TaskRunnerMcp {
             after: args.after,
             ..ListArguments::default()
         };
-        let list = match self.principal(&request) {
-            Ok(principal) => service::list_tasks(&self.state, &principal, arguments).await,
-            Err(error) => Err(error),
-        };
+        let list = async {
+            let principal = self.principal(&request)?;
+            service::list_tasks(&self.state, &principal, arguments).await
+        }
+        .await;
         answer(list.map(TaskPage::from))
     }
 
@@ -121,12 +121,11 @@ impl TaskRunnerMcp {
         Arguments(args): Arguments<TaskIdArgs>,
         request: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let task = match self.principal(&request) {
-            Ok(principal) => {
-                service::cancel_task(&self.state, &self.state, &principal, &args.id).await
-            }
-            Err(error) => Err(error),
-        };
+        let task = async {
+            let principal = self.principal(&request)?;
+            service::cancel_task(&self.state, &self.state, &principal, &args.id).await
+        }
+        .await;
         answer(task.map(TaskView::from))
     }
 
@@ -141,12 +140,11 @@ impl TaskRunnerMcp {
         Arguments(args): Arguments<TaskIdArgs>,
         request: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let task = match self.principal(&request) {
-            Ok(principal) => {
-                service::retry_task(&self.state, &self.state, &principal, &args.id).await
-            }
-            Err(error) => Err(error),
-        };
+        let task = async {
+            let principal = self.principal(&request)?;
+            service::retry_task(&self.state, &self.state, &principal, &args.id).await
+        }
+        .await;
         answer(task.map(TaskView::from))
     }
 
@@ -163,19 +161,18 @@ impl TaskRunnerMcp {
         Arguments(args): Arguments<WaitForTaskArgs>,
         request: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let task = match self.principal(&request) {
-            Ok(principal) => {
-                wait::wait_for_task(
-                    &self.state,
-                    &principal,
-                    &args.id,
-                    args.timeout_seconds,
-                    &request,
-                )
-                .await
-            }
-            Err(error) => Err(error),
-        };
+        let task = async {
+            let principal = self.principal(&request)?;
+            wait::wait_for_task(
+                &self.state,
+                &principal,
+                &args.id,
+                args.timeout_seconds,
+                &request,
+            )
+            .await
+        }
+        .await;
         answer(task.map(TaskView::from))
     }
 
@@ -198,10 +195,11 @@ impl TaskRunnerMcp {
         annotations(title = "Task statistics", read_only_hint = true)
     )]
     async fn task_stats(&self, request: RequestContext<RoleServer>) -> CallToolResult {
-        let stats = match self.principal(&request) {
-            Ok(principal) => service::task_stats(&self.state, &principal).await,
-            Err(error) => Err(error),
-        };
+        let stats = async {
+            let principal = self.principal(&request)?;
+            service::task_stats(&self.state, &principal).await
+        }
+        .await;
         answer(stats.map(StatsView::from))
     }
 }
