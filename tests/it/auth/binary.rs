@@ -134,22 +134,27 @@ async fn a_token_made_listed_expired_and_revoked_through_the_cli() {
     let (status, _, _) = post_graphql(&addresses[1], Some(&bearer), LIST).await;
     assert_eq!(status, reqwest::StatusCode::OK);
     token_command(&db, &["revoke", &id.to_string()]).await;
-    // Poll every 20 ms; when the first refusal comes, ask the database how
-    // long ago the revocation committed (revoked_at is the transaction's
-    // now(), one clock for both ends). The figure is at most one poll and one
-    // query longer than the true delay.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    // The command has returned, so the revocation has committed. Poll every
+    // 20 ms: a request sent a second or more after that must be refused,
+    // however slowly this shared machine runs the polls (the server's
+    // cached verdict is older than the revocation, and lives 500 ms).
+    let revoked = tokio::time::Instant::now();
     loop {
+        let sent = tokio::time::Instant::now();
         let (status, _, _) = post_graphql(&addresses[1], Some(&bearer), LIST).await;
         if status == reqwest::StatusCode::UNAUTHORIZED {
             break;
         }
         assert!(
-            tokio::time::Instant::now() < deadline,
-            "the revoked token still works after 5 s"
+            sent.duration_since(revoked) < Duration::from_secs(1),
+            "a request sent {:?} after the revocation was still accepted",
+            sent.duration_since(revoked)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // How long after the revocation committed the first refusal came, by the
+    // database's clock (revoked_at is the revoking transaction's now()): at
+    // most one poll and one query longer than the true delay.
     let since_revoke: f64 = client
         .query_one(
             "SELECT extract(epoch FROM clock_timestamp() - revoked_at)::float8 FROM api_tokens WHERE id = $1",
@@ -158,10 +163,6 @@ async fn a_token_made_listed_expired_and_revoked_through_the_cli() {
         .await
         .expect("the revoked token")
         .get(0);
-    assert!(
-        since_revoke <= 1.0,
-        "refused {since_revoke:.3} s after the revocation committed"
-    );
     eprintln!("revoked token refused {since_revoke:.3} s after the revocation committed");
     let answer = post_graphql(&addresses[0], Some(&bearer), LIST).await;
     assert_unauthenticated(&answer, "revoked, on the first process");
@@ -171,7 +172,10 @@ async fn a_token_made_listed_expired_and_revoked_through_the_cli() {
         .find(|line| line.contains(&secret[..12]))
         .expect("the revoked token is listed");
     assert_eq!(
-        line.matches('Z').count(),
+        // Times of day (`08:48:06Z`): the prefix may hold a Z of its own.
+        line.split_whitespace()
+            .filter(|field| field.ends_with('Z') && field.contains(':'))
+            .count(),
         3,
         "created, last used and revoked: {line}"
     );
